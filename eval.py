@@ -1,0 +1,64 @@
+"""Evaluate a checkpoint on its validation split: ``python eval.py ckpt_path=CKPT [output=FILE]``.
+
+Prints accuracy and cost and writes them as JSON (keys acc1, acc5, loss, throughput,
+throughput_per_device, step_time, data_time, peak_memory_mb, params, flops, images): accuracies
+are fractions, throughput in images/s, times in seconds, memory in MiB, FLOPs per image.
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    # Imported here so that a mistyped option fails at once, before torch loads.
+    from hydra.utils import instantiate
+
+    from visionattn.callbacks import CostMonitor
+    from visionattn.checkpoint import (
+        CheckpointError,
+        instantiate_trusted,
+        load_checkpoint,
+        run_config,
+    )
+    from visionattn.report import cost_rows, display_path, percent, print_report, write_json
+
+    try:
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        trained = run_config(checkpoint, cfg.ckpt_path)
+        data_config = OmegaConf.to_container(OmegaConf.merge(trained["data"], cfg.data))
+        datamodule = instantiate_trusted(data_config)
+        task = instantiate_trusted(trained["task"])
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
+    task.load_state_dict(checkpoint["state_dict"])
+
+    cost = CostMonitor()
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[cost], enable_checkpointing=False)
+    [metrics] = trainer.validate(task, datamodule=datamodule, verbose=False)
+
+    result = {
+        "ckpt_path": str(Path(cfg.ckpt_path).absolute()),
+        "acc1": metrics["val/acc1"],
+        "acc5": metrics["val/acc5"],
+        "loss": metrics["val/loss"],
+        **{k: cost.val_summary[k] for k in ("throughput", "throughput_per_device", "step_time")},
+        **{k: cost.val_summary[k] for k in ("data_time", "peak_memory_mb", "images")},
+        "params": cost.params,
+        "flops": cost.flops,
+    }
+    output = Path(cfg.output or Path(cfg.paths.output_dir) / "eval.json")
+    write_json(output, result)
+    rows = [
+        ("val acc1", percent(result["acc1"])),
+        ("val acc5", percent(result["acc5"])),
+        *cost_rows(cost.val_summary, cost.params, cost.flops),
+        ("results", display_path(output)),
+    ]
+    print_report(f"{display_path(cfg.ckpt_path)}, {result['images']} images", rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+import math
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from visionattn.data import ShapesDataModule
+from visionattn.tasks import ClassificationTask
+
+TINY_MODEL = {"name": "resnet18", "channels": [8, 16, 32, 64]}
+SCHEDULE = {"sched": "cosine", "warmup_epochs": 1, "warmup_lr": 1e-4, "min_lr": 1e-5}
+
+
+def make_task(num_classes: int = 4, lr: float = 5e-3, **kwargs) -> ClassificationTask:
+    optimizer = {"opt": "adamw", "lr": lr, "weight_decay": 0.05}
+    return ClassificationTask(
+        TINY_MODEL, {"name": "se"}, num_classes, optimizer, SCHEDULE, **kwargs
+    )
+
+
+def make_data(train_size: int = 128) -> ShapesDataModule:
+    return ShapesDataModule(
+        image_size=16, num_classes=4, train_size=train_size, val_size=64, batch_size=32
+    )
+
+
+def make_trainer(**kwargs) -> L.Trainer:
+    options = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**(options | kwargs))
+
+
+class RecordLR(Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
+    record = RecordLR()
+    make_trainer(max_epochs=3, callbacks=[record]).fit(make_task(lr=1e-2), make_data())
+    steps_per_epoch, total = 128 // 32, 3 * 128 // 32
+    warmup, base, start, end = steps_per_epoch, 1e-2, SCHEDULE["warmup_lr"], SCHEDULE["min_lr"]
+    expected = [
+        start + t * (base - start) / warmup
+        if t < warmup
+        else end + 0.5 * (base - end) * (1 + math.cos(math.pi * t / total))
+        for t in range(total)
+    ]
+    assert record.lrs == pytest.approx(expected)
+
+
+def test_top1_and_top5():
+    task = make_task(num_classes=10)
+    logits = torch.arange(10.0).repeat(4, 1)  # class 9 first, then 8, 7, ...
+    labels = torch.tensor([9, 8, 5, 0])  # ranked 1st, 2nd, 5th, 10th
+    task.val_acc1(logits, labels)
+    task.val_acc5(logits, labels)
+    assert task.val_acc1.compute() == pytest.approx(1 / 4)
+    assert task.val_acc5.compute() == pytest.approx(3 / 4)
+
+
+def test_label_smoothing_reaches_the_loss():
+    assert make_task(label_smoothing=0.2).criterion.label_smoothing == 0.2
+
+
+def test_resuming_replays_an_uninterrupted_run_exactly(tmp_path):
+    L.seed_everything(0)
+    straight = make_task()
+    make_trainer(max_epochs=2).fit(straight, make_data())
+
+    L.seed_everything(0)
+    interrupted = make_task()
+    first = make_trainer(max_epochs=2, max_steps=128 // 32)
+    first.fit(interrupted, make_data())
+    first.save_checkpoint(tmp_path / "epoch0.ckpt")
+    assert first.current_epoch == 1 and first.global_step == 4
+
+    L.seed_everything(123)  # the resumed process need not share the first one's RNG state
+    resumed = make_task()
+    second = make_trainer(max_epochs=2)
+    second.fit(resumed, make_data(), ckpt_path=tmp_path / "epoch0.ckpt", weights_only=True)
+    assert second.global_step == 8
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)

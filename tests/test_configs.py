@@ -1,0 +1,92 @@
+"""Every option of every config group composes, builds what it names, and bad options fail early."""
+
+import pytest
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import visionattn
+from tests.helpers import CONFIGS, compose_config, run_script
+from visionattn.attention import create_attention
+
+GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONFIGS / g).glob("*.yaml"))]
+
+
+def test_every_group_of_the_brief_exists_with_a_default():
+    expected = {"model", "attn", "data", "task", "trainer", "logger", "callbacks", "optim",
+                "scheduler", "experiment", "paths", "hydra"}  # fmt: skip
+    assert expected <= set(GROUPS)
+    cfg = compose_config(["paths.output_dir=/tmp/x"])
+    assert cfg.model.name == "resnet18" and cfg.attn.name == "se"
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(group, option, tmp_path):
+    cfg = compose_config([f"{group}={option}", f"paths.output_dir={tmp_path}"])
+    assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    if group == "model":
+        model = visionattn.create_model(num_classes=3, **OmegaConf.to_container(cfg.model))
+        assert model.fc.out_features == 3
+    if group == "attn" and option != "none":
+        kwargs = OmegaConf.to_container(cfg.attn)
+        assert create_attention(kwargs.pop("name"), 64, **kwargs).kind
+    if group == "data":
+        assert instantiate(cfg.data).num_classes == cfg.data.num_classes
+    if group in ("callbacks", "logger"):
+        built = [instantiate(c) for c in (cfg[group] or {}).values()]
+        assert all(not isinstance(b, dict) for b in built)
+
+
+def test_overrides_reach_the_objects_they_configure(tmp_path):
+    cfg = compose_config(
+        [
+            "model=resnet50",
+            "attn=se",
+            "data.batch_size=16",
+            "trainer.max_epochs=2",
+            "attn.reduction=8",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    assert cfg.data.batch_size == 16 and cfg.trainer.max_epochs == 2
+    task = instantiate(cfg.task)
+    assert task.hparams.model["name"] == "resnet50"
+    assert task.model.layer1[0].attn.fc1.out_channels == 256 // 8
+    assert instantiate(cfg.data).batch_size == 16
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.max_epochs == 2
+
+
+def test_the_task_is_built_from_plain_data():
+    """What lets checkpoints load with weights_only=True."""
+    cfg = compose_config(["paths.output_dir=/tmp/x"])
+    hparams = instantiate(cfg.task).hparams
+    plain = (dict, list, str, int, float, bool, type(None))
+
+    def check(value):
+        assert isinstance(value, plain), type(value)
+        for v in (
+            value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        ):
+            check(v)
+
+    check(dict(hparams))
+
+
+def test_an_unknown_option_lists_the_valid_ones():
+    with pytest.raises(MissingConfigException, match="attn/sse"):
+        compose_config(["attn=sse"])
+
+
+def test_the_entry_point_refuses_an_unknown_option_before_any_work(tmp_path):
+    result = run_script("train.py", "attn=sse", f"hydra.run.dir={tmp_path / 'run'}", tmp=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'attn/sse'" in result.stderr
+    assert "Available options in 'attn'" in result.stderr and "\tse" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_config_needs_only_a_checkpoint():
+    cfg = compose_config(["ckpt_path=x.ckpt", "paths.output_dir=/tmp/x"], name="eval")
+    assert cfg.ckpt_path == "x.ckpt" and cfg.output is None

@@ -1,0 +1,190 @@
+"""``python train.py`` and ``python eval.py`` end to end, as a user runs them."""
+
+import json
+import re
+import shlex
+
+import pytest
+import torch
+
+from tests.helpers import column, read_metrics, read_wandb_records, run_script
+from visionattn.checkpoint import load_checkpoint
+
+EPOCHS = 4  # experiment=smoke
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One small real run, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("train")
+    run_dir = tmp / "run"
+    result = run_script("train.py", "experiment=smoke", f"hydra.run.dir={run_dir}", tmp=tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_the_run_directory_holds_everything(run):
+    run_dir, _ = run
+    config = (run_dir / "config.yaml").read_text()
+    assert "name: resnet18" in config and "${" not in config  # resolved
+    assert (run_dir / ".hydra" / "overrides.yaml").exists()
+    assert (run_dir / "train.log").exists()
+    assert (run_dir / "checkpoints" / "best.ckpt").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert read_metrics(run_dir)
+    assert list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_it_learned(run):
+    run_dir, _ = run
+    rows = read_metrics(run_dir)
+    accuracy = column(rows, "val/acc1")
+    assert len(accuracy) == EPOCHS
+    assert max(accuracy) > 0.25 + 0.25  # four classes: chance is 0.25
+    losses = column(rows, "train/loss_epoch")
+    assert losses[-1] < losses[0] - 0.1
+
+
+def test_it_prints_accuracy_cost_checkpoint_and_the_eval_command(run):
+    run_dir, result = run
+    out = result.stdout
+    best = max(column(read_metrics(run_dir), "val/acc1"))
+    assert f"{100 * best:.2f}% best" in out
+    for label in ("val acc1", "val acc5", "throughput", "images/s", "peak memory", "MiB",
+                  "parameters", "FLOPs", "checkpoint"):  # fmt: skip
+        assert label in out, label
+    assert f"python eval.py ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}" in out
+
+
+def test_csv_and_wandb_get_the_same_keys(run):
+    run_dir, _ = run
+    csv_keys = set(read_metrics(run_dir)[0]) - {"step"}
+    [run_file] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    records = read_wandb_records(run_file)
+    assert any(r.HasField("exit") for r in records), "wandb never finished the run file"
+    wandb_keys = {
+        item.key or "/".join(item.nested_key)
+        for r in records
+        if r.HasField("history")
+        for item in r.history.item
+    }
+    wandb_keys -= {"_step", "_runtime", "_timestamp", "trainer/global_step"}
+    assert csv_keys == wandb_keys
+    for key in ("train/loss_step", "val/loss", "val/acc1", "val/acc5", "train/lr",
+                "train/throughput_epoch", "train/throughput_per_device_epoch",
+                "train/step_time_epoch", "train/data_time_epoch", "train/peak_memory_mb_epoch",
+                "model/params", "model/flops"):  # fmt: skip
+        assert key in csv_keys, key
+
+
+def test_the_checkpoint_loads_weights_only_and_carries_the_config(run):
+    run_dir, _ = run
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    config = checkpoint["visionattn_config"]
+    assert config["data"]["_target_"] == "visionattn.data.ShapesDataModule"
+    assert config["task"]["model"]["name"] == "resnet18"
+    assert checkpoint["hyper_parameters"]["attn"] == {"name": "se", "reduction": 16}
+
+
+def test_eval_reproduces_the_logged_accuracy(run, tmp_path):
+    run_dir, result = run
+    [line] = [
+        x.strip() for x in result.stdout.splitlines() if x.strip().startswith("python eval.py")
+    ]
+    args = shlex.split(line)[2:]
+    output = tmp_path / "out" / "eval.json"
+    evaluated = run_script(
+        "eval.py", *args, f"output={output}", f"hydra.run.dir={tmp_path}", tmp=tmp_path
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads(output.read_text())
+    for key in ("acc1", "acc5", "throughput", "peak_memory_mb", "params", "flops"):
+        assert key in metrics, key
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    logged = [
+        r for r in read_metrics(run_dir) if r["val/acc1"] and int(r["epoch"]) == checkpoint["epoch"]
+    ]
+    assert metrics["acc1"] == pytest.approx(float(logged[0]["val/acc1"]), abs=1e-6)
+    assert metrics["acc5"] == pytest.approx(float(logged[0]["val/acc5"]), abs=1e-6)
+    assert metrics["params"] == column(read_metrics(run_dir), "model/params")[0]
+    assert metrics["flops"] == column(read_metrics(run_dir), "model/flops")[0]
+    assert metrics["images"] == 256 and metrics["throughput"] > 0
+
+
+def test_resume_from_last_continues_at_the_next_epoch(run, tmp_path):
+    run_dir, _ = run
+    resumed_dir = tmp_path / "resumed"
+    result = run_script(
+        "train.py",
+        "experiment=smoke",
+        f"hydra.run.dir={resumed_dir}",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        f"trainer.max_epochs={EPOCHS + 1}",
+        "logger=csv",
+        tmp=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after = read_metrics(run_dir), read_metrics(resumed_dir)
+    assert {int(r["epoch"]) for r in after if r["val/acc1"]} == {EPOCHS}
+    first_step = min(int(r["step"]) for r in after if r["train/loss_step"])
+    assert first_step > max(int(r["step"]) for r in before if r["train/loss_step"])
+    assert f"{EPOCHS + 1} epochs" in result.stdout
+
+
+def test_a_sweep_runs_each_combination(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_script(
+        "train.py",
+        "-m",
+        "attn=none,se",
+        "experiment=smoke",
+        "trainer.max_epochs=1",
+        "data.train_size=256",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep_dir}",
+        tmp=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, attn in ((0, "none"), (1, "se")):
+        assert re.search(rf"name: {attn}\n", (sweep_dir / str(job) / "config.yaml").read_text())
+        assert (sweep_dir / str(job) / "checkpoints" / "last.ckpt").exists()
+    params = [column(read_metrics(sweep_dir / str(job)), "model/params")[0] for job in (0, 1)]
+    assert params[0] < params[1]  # the SE gates add parameters
+
+
+def test_bad_checkpoints_fail_on_one_line_naming_the_path(tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    torch.save({"w": torch.randn(10_000)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    missing = tmp_path / "missing.ckpt"
+    for script, path in (("eval.py", missing), ("eval.py", truncated), ("train.py", missing)):
+        result = run_script(
+            script, f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'x'}", tmp=tmp_path
+        )
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], lines
+
+
+def test_data_parallel_on_two_cpu_processes(tmp_path):
+    run_dir = tmp_path / "ddp"
+    result = run_script(
+        "train.py",
+        "experiment=smoke",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.sync_batchnorm=false",  # SyncBatchNorm needs CUDA
+        "trainer.max_epochs=1",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+        tmp=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Evaluate it with:") == 1  # rank zero reports
+    rows = read_metrics(run_dir)
+    steps = {int(r["step"]) for r in rows if r["train/loss_step"]}
+    assert max(steps) < 2048 // 2 // 64  # each rank trains on its half of the images
+    [total] = column(rows, "train/throughput_epoch")
+    [per_device] = column(rows, "train/throughput_per_device_epoch")
+    assert 1.5 * per_device < total < 2.5 * per_device

@@ -1,0 +1,6 @@
+"""Lightning callbacks, one idea a file."""
+
+from visionattn.callbacks.cost_monitor import CostMonitor
+from visionattn.callbacks.store_config import CONFIG_KEY, StoreConfig
+
+__all__ = ["CONFIG_KEY", "CostMonitor", "StoreConfig"]

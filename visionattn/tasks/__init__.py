@@ -1,0 +1,5 @@
+"""LightningModules, one task a file."""
+
+from visionattn.tasks.classification import ClassificationTask
+
+__all__ = ["ClassificationTask"]
