@@ -1,8 +1,9 @@
 """Evaluate a checkpoint on its validation split: ``python eval.py ckpt_path=CKPT [output=FILE]``.
 
 Prints accuracy and cost and writes them as JSON (keys acc1, acc5, loss, throughput,
-throughput_per_device, step_time, data_time, peak_memory_mb, params, flops, images): accuracies
-are fractions, throughput in images/s, times in seconds, memory in MiB, FLOPs per image.
+throughput_per_device, step_time, data_time, peak_memory_mb, params, flops, images, precision):
+accuracies are fractions, throughput in images/s, times in seconds, memory in MiB, FLOPs per
+image. It runs at the precision the checkpoint was trained with unless trainer.precision says.
 """
 
 from pathlib import Path
@@ -36,7 +37,10 @@ def main(cfg: DictConfig) -> None:
     task.load_state_dict(checkpoint["state_dict"])
 
     cost = CostMonitor()
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[cost], enable_checkpointing=False)
+    precision = cfg.trainer.precision or trained["trainer"]["precision"]
+    trainer = instantiate(
+        cfg.trainer, precision=precision, logger=False, callbacks=[cost], enable_checkpointing=False
+    )
     [metrics] = trainer.validate(task, datamodule=datamodule, verbose=False)
 
     result = {
@@ -48,6 +52,7 @@ def main(cfg: DictConfig) -> None:
         **{k: cost.val_summary[k] for k in ("data_time", "peak_memory_mb", "images")},
         "params": cost.params,
         "flops": cost.flops,
+        "precision": str(precision),
     }
     output = Path(cfg.output or Path(cfg.paths.output_dir) / "eval.json")
     write_json(output, result)

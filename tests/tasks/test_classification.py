@@ -94,3 +94,13 @@ def test_resuming_replays_an_uninterrupted_run_exactly(tmp_path):
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_model_that_cannot_learn_stays_at_chance():
+    """With a zero learning rate nothing is learned, so no label leaks into images or metrics."""
+    task = make_task(lr=0.0)
+    data = make_data(train_size=256)
+    trainer = make_trainer(max_epochs=2)
+    trainer.fit(task, data)
+    [metrics] = trainer.validate(task, data, verbose=False)
+    assert metrics["val/acc1"] <= 0.25 + 0.1  # four balanced classes

@@ -39,10 +39,12 @@ class Meter:
     _ready: float = field(default_factory=time.perf_counter, repr=False)
     _start: float = field(default=0.0, repr=False)
 
-    def batch_start(self) -> None:
-        self._start = time.perf_counter()
-        self.last_data_s = self._start - self._ready
+    def data_ready(self) -> None:
+        self.last_data_s = time.perf_counter() - self._ready
         self.data_s += self.last_data_s
+
+    def compute_start(self) -> None:
+        self._start = time.perf_counter()
 
     def batch_end(self, images: int) -> None:
         self._ready = time.perf_counter()
@@ -114,9 +116,10 @@ class CostMonitor(Callback):
         self._meter = Meter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._meter.data_ready()
         self._count_model(trainer, pl_module, batch)
         synchronize(pl_module.device)
-        self._meter.batch_start()
+        self._meter.compute_start()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         synchronize(pl_module.device)
@@ -152,9 +155,10 @@ class CostMonitor(Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if self._measuring_validation(trainer):
+            self._meter.data_ready()
             self._count_model(trainer, pl_module, batch)
             synchronize(pl_module.device)
-            self._meter.batch_start()
+            self._meter.compute_start()
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0

@@ -1,0 +1,77 @@
+"""What every dataset's LightningDataModule shares: loaders, and a shuffle a resumed run repeats."""
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms import v2
+
+
+class _EpochSampler(DistributedSampler):
+    """A DistributedSampler that remembers which epoch's order comes after the one it drew."""
+
+    next_epoch = 0
+
+    def __iter__(self):
+        self.next_epoch = self.epoch + 1
+        return super().__iter__()
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Subclasses set ``num_classes`` and build ``train_set`` and ``val_set`` in ``setup``.
+
+    Batches are dicts: ``image`` float (B, 3, H, W), normalised; ``label`` (B,); ``mask`` where the
+    dataset has one.
+    """
+
+    num_classes: int
+    train_set: Dataset
+    val_set: Dataset
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        seed: int = 0,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self._train_sampler: _EpochSampler | None = None
+        self._start_epoch = 0
+        self.normalize = v2.Compose(
+            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        # The order is a function of (seed, epoch); Lightning calls set_epoch every epoch.
+        sampler = _EpochSampler(self.train_set, world_size, rank, seed=self.seed, drop_last=True)
+        # Lightning 2.6 draws the first batch of a resumed run before it calls set_epoch
+        # (Lightning-AI/pytorch-lightning#21938), so the resumed epoch comes from our own state.
+        sampler.set_epoch(self._start_epoch)
+        self._train_sampler = sampler
+        return self._loader(self.train_set, sampler=sampler, drop_last=True)
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints and restored before any batch is drawn: the next epoch's order."""
+        sampler = self._train_sampler
+        return {"next_train_epoch": sampler.next_epoch if sampler else self._start_epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._start_epoch = state_dict["next_train_epoch"]
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set)
+
+    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
