@@ -17,7 +17,7 @@ def test_batches_are_normalised_dicts_and_masks_are_untouched():
     image, label, mask = batch["image"], batch["label"], batch["mask"]
     assert image.shape == (8, 3, 32, 32) and image.dtype == torch.float32
     assert label.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
-    raw = dm.val_set.render(0)["image"].float() / 255
+    raw = dm.val_set.render(0)[0].float() / 255
     torch.testing.assert_close(image[0], (raw - 0.5) / 0.25)
     assert mask.dtype == torch.uint8 and set(mask.unique().tolist()) <= {0, 1, 2, 3, 4}
 

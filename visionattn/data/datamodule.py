@@ -46,7 +46,9 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        world_size, rank = (
+            (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        )
         # The order is a function of (seed, epoch); Lightning calls set_epoch every epoch.
         sampler = _EpochSampler(self.train_set, world_size, rank, seed=self.seed, drop_last=True)
         # Lightning 2.6 draws the first batch of a resumed run before it calls set_epoch

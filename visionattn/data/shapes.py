@@ -16,8 +16,9 @@ import math
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
 from numpy.typing import NDArray
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 SHAPES = (
     "circle", "ring", "square", "bar", "triangle",
@@ -38,7 +39,9 @@ def _star(u: NDArray, v: NDArray, points: int = 5, inner: float = 0.45) -> NDArr
     half = math.pi / points
     # Angle from the nearest inner vertex, in [0, half]; the edge runs from there to an outer one.
     t = np.abs(np.mod(np.arctan2(v, u), 2 * half) - half)
-    edge = inner * math.sin(half) / (math.sin(half) * np.cos(t) - (math.cos(half) - inner) * np.sin(t))
+    edge = (
+        inner * math.sin(half) / (math.sin(half) * np.cos(t) - (math.cos(half) - inner) * np.sin(t))
+    )
     return u * u + v * v <= edge * edge
 
 
@@ -137,7 +140,7 @@ def render(
     return image, mask
 
 
-class ShapesDataset:
+class ShapesDataset(Dataset):
     """``length`` rendered samples of one split, ``num_classes`` of the :data:`SHAPES`.
 
     Args:
@@ -166,11 +169,19 @@ class ShapesDataset:
         if not 2 <= num_classes <= len(SHAPES):
             raise ValueError(f"num_classes must be 2 to {len(SHAPES)}, got {num_classes}")
         if image_size < 16:
-            raise ValueError(f"image_size must be at least 16 pixels to draw a shape, got {image_size}")
+            raise ValueError(
+                f"image_size must be at least 16 pixels to draw a shape, got {image_size}"
+            )
         self.split, self.length, self.image_size = split, length, image_size
         self.num_classes, self.seed, self.transform = num_classes, seed, transform
         self.classes = list(SHAPES[:num_classes])
-        self._cache: dict[int, dict] | None = {} if cache else None
+        # One block for all images and one for all masks: small tensors kept one by one cost
+        # four times their size in allocator overhead.
+        self.cache = cache
+        slots = length if cache else 0
+        self._cached = torch.zeros(slots, dtype=torch.bool)
+        self._images = torch.empty((slots, 3, image_size, image_size), dtype=torch.uint8)
+        self._masks = torch.empty((slots, image_size, image_size), dtype=torch.uint8)
 
     def __len__(self) -> int:
         return self.length
@@ -178,20 +189,21 @@ class ShapesDataset:
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
-        sample = self._cache.get(index) if self._cache is not None else None
-        if sample is None:
-            sample = self.render(index)
-            if self._cache is not None:
-                self._cache[index] = sample
+        if self.cache and self._cached[index]:
+            image, mask = self._images[index].clone(), self._masks[index].clone()
+        else:
+            image, mask = self.render(index)
+            if self.cache:
+                self._images[index], self._masks[index], self._cached[index] = image, mask, True
+        sample = {
+            "image": tv_tensors.Image(image),
+            "label": index % self.num_classes,
+            "mask": tv_tensors.Mask(mask),
+        }
         return self.transform(sample) if self.transform is not None else sample
 
-    def render(self, index: int) -> dict:
-        """Sample ``index``, drawn from its own generator."""
-        label = index % self.num_classes
+    def render(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image (3, H, W) and mask (H, W) of sample ``index``, drawn from its own generator."""
         rng = np.random.default_rng((self.seed, SPLITS[self.split], index))
-        image, mask = render(rng, label, self.image_size)
-        return {
-            "image": tv_tensors.Image(torch.from_numpy(image)),
-            "label": label,
-            "mask": tv_tensors.Mask(torch.from_numpy(mask)),
-        }
+        image, mask = render(rng, index % self.num_classes, self.image_size)
+        return torch.from_numpy(image), torch.from_numpy(mask)

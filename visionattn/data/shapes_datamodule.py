@@ -39,7 +39,10 @@ class ShapesDataModule(ImageDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         kwargs = dict(
-            image_size=self.image_size, num_classes=self.num_classes, seed=self.seed, cache=self.cache
+            image_size=self.image_size,
+            num_classes=self.num_classes,
+            seed=self.seed,
+            cache=self.cache,
         )
         self.train_set = ShapesDataset("train", self.train_size, transform=self.normalize, **kwargs)
         self.val_set = ShapesDataset("val", self.val_size, transform=self.normalize, **kwargs)
