@@ -59,12 +59,9 @@ class Meter:
         return self.images / self.compute_s if self.compute_s else 0.0
 
 
-def _batch_size(batch) -> int:
-    return len(batch["image"] if isinstance(batch, dict) else batch[0])
-
-
 class CostMonitor(Callback):
-    """Logs under ``model/`` once and under ``train/`` per step and per epoch.
+    """Logs under ``model/`` once and under ``train/`` per step and per epoch; batches are dicts
+    with an ``image`` tensor.
 
     Keys: ``model/params``, ``model/flops`` (one image, forward); ``train/throughput`` (images/s,
     all devices) and ``train/throughput_per_device``, ``train/step_time`` and ``train/data_time``
@@ -84,9 +81,8 @@ class CostMonitor(Callback):
     def _count_model(self, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
         if self.flops is not None:
             return
-        images = batch["image"] if isinstance(batch, dict) else batch[0]
         self.params = count_parameters(pl_module)
-        self.flops = count_flops(pl_module, images)
+        self.flops = count_flops(pl_module, batch["image"])
         for logger in trainer.loggers:
             logger.log_metrics({"model/params": self.params, "model/flops": self.flops}, step=0)
 
@@ -123,9 +119,9 @@ class CostMonitor(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         synchronize(pl_module.device)
-        self._meter.batch_end(_batch_size(batch))
+        self._meter.batch_end(len(batch["image"]))
         m = self._meter
-        per_device = _batch_size(batch) / m.last_compute_s
+        per_device = len(batch["image"]) / m.last_compute_s
         pl_module.log_dict(
             {
                 "train/throughput_step": per_device * trainer.world_size,
@@ -165,7 +161,7 @@ class CostMonitor(Callback):
     ):
         if self._measuring_validation(trainer):
             synchronize(pl_module.device)
-            self._meter.batch_end(_batch_size(batch))
+            self._meter.batch_end(len(batch["image"]))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._measuring_validation(trainer):
