@@ -43,11 +43,8 @@ def cost_rows(
     """Rows for the cost figures of :class:`visionattn.callbacks.CostMonitor`."""
     rows = []
     if cost:
-        per_device, step_ms, data_ms = (
-            cost["throughput_per_device"],
-            cost["step_time"] * 1e3,
-            cost["data_time"] * 1e3,
-        )
+        per_device = cost["throughput_per_device"]
+        step_ms, data_ms = cost["step_time"] * 1e3, cost["data_time"] * 1e3
         rows += [
             ("throughput", f"{cost['throughput']:.1f} images/s ({per_device:.1f} per device)"),
             ("step time", f"{step_ms:.1f} ms compute + {data_ms:.1f} ms data wait"),

@@ -111,7 +111,7 @@ def _background(rng: np.random.Generator, size: int) -> tuple[NDArray, NDArray]:
     return _blend(colors, weight), colors
 
 
-def render(
+def render_shape(
     rng: np.random.Generator, label: int, image_size: int
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
     """Render shape ``SHAPES[label]`` on a random background: image (3, H, W) and mask (H, W)."""
@@ -158,7 +158,7 @@ class ShapesDataset(Dataset):
         self,
         split: str,
         length: int,
-        image_size: int = 64,
+        image_size: int = 32,
         num_classes: int = len(SHAPES),
         seed: int = 0,
         transform=None,
@@ -205,5 +205,5 @@ class ShapesDataset(Dataset):
     def render(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Image (3, H, W) and mask (H, W) of sample ``index``, drawn from its own generator."""
         rng = np.random.default_rng((self.seed, SPLITS[self.split], index))
-        image, mask = render(rng, index % self.num_classes, self.image_size)
+        image, mask = render_shape(rng, index % self.num_classes, self.image_size)
         return torch.from_numpy(image), torch.from_numpy(mask)

@@ -21,19 +21,18 @@ class ShapesDataModule(ImageDataModule):
 
     def __init__(
         self,
-        image_size: int = 64,
+        image_size: int = 32,
         num_classes: int = len(SHAPES),
-        train_size: int = 20000,
+        train_size: int = 10000,
         val_size: int = 2000,
         seed: int = 0,
         cache: bool = True,
         batch_size: int = 64,
-        num_workers: int = 2,
+        num_workers: int = 0,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
     ) -> None:
         super().__init__(batch_size, num_workers, seed, mean, std)
-        self.save_hyperparameters()
         self.image_size, self.num_classes = image_size, num_classes
         self.train_size, self.val_size, self.cache = train_size, val_size, cache
 
