@@ -56,12 +56,13 @@ def main(cfg: DictConfig) -> None:
     output = Path(cfg.output or Path(cfg.paths.output_dir) / "eval.json")
     write_json(output, result)
     rows = [
+        ("images", f"{result['images']} (validation split)"),
         ("val acc1", percent(result["acc1"])),
         ("val acc5", percent(result["acc5"])),
         *cost_rows(cost.val_summary, cost.params, cost.flops),
         ("results", display_path(output)),
     ]
-    print_report(f"{display_path(cfg.ckpt_path)}, {result['images']} images", rows)
+    print_report(display_path(cfg.ckpt_path), rows)
 
 
 if __name__ == "__main__":

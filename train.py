@@ -4,6 +4,8 @@ Everything of the run lands in its directory (``hydra.run.dir``): the resolved c
 metrics.csv, wandb/, train.log and checkpoints/{best,last}.ckpt.
 """
 
+import os
+import time
 from pathlib import Path
 
 import hydra
@@ -28,6 +30,11 @@ def main(cfg: DictConfig) -> float | None:
         except CheckpointError as e:
             raise SystemExit(f"error: {e}") from None
 
+    if "wandb" in (cfg.logger or {}):
+        # wandb's process-wide telemetry follows WANDB_MODE, not the logger's mode: keep them in
+        # step, or an offline run still posts telemetry to wandb's server.
+        os.environ["WANDB_MODE"] = cfg.logger.wandb.mode
+
     L.seed_everything(cfg.seed, workers=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -40,7 +47,9 @@ def main(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(config)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    minutes, seconds = divmod(round(time.perf_counter() - started), 60)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
@@ -51,6 +60,7 @@ def main(cfg: DictConfig) -> float | None:
         ("val acc1", f"{percent(metrics.get('val/acc1'))} last epoch, {percent(best)} best"),
         ("val acc5", percent(metrics.get("val/acc5"))),
         *cost_rows(cost.train_summary, cost.params, cost.flops),
+        ("wall time", f"{minutes} min {seconds} s (training and validation)"),
         ("run dir", display_path(output_dir)),
     ]
     footer = []

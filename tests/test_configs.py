@@ -90,3 +90,12 @@ def test_the_entry_point_refuses_an_unknown_option_before_any_work(tmp_path):
 def test_eval_config_needs_only_a_checkpoint():
     cfg = compose_config(["ckpt_path=x.ckpt", "paths.output_dir=/tmp/x"], name="eval")
     assert cfg.ckpt_path == "x.ckpt" and cfg.output is None
+
+
+def test_wandb_is_offline_unless_the_user_asks(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert compose_config(["paths.output_dir=/tmp/x"]).logger.wandb.mode == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert compose_config(["paths.output_dir=/tmp/x"]).logger.wandb.mode == "online"
+    online = compose_config(["paths.output_dir=/tmp/x", "logger.wandb.mode=online"])
+    assert online.logger.wandb.mode == "online"

@@ -3,11 +3,13 @@
 import json
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.helpers import column, read_metrics, read_wandb_records, run_script
+from tests.helpers import ROOT, column, read_metrics, read_wandb_records, run_script, script_env
 from visionattn.checkpoint import load_checkpoint
 
 EPOCHS = 4  # experiment=smoke
@@ -188,3 +190,39 @@ def test_data_parallel_on_two_cpu_processes(tmp_path):
     [total] = column(rows, "train/throughput_epoch")
     [per_device] = column(rows, "train/throughput_per_device_epoch")
     assert 1.5 * per_device < total < 2.5 * per_device
+
+
+NETWORK_GUARD = """
+import runpy, socket, sys
+def refuse_network(event, args):
+    if event == "socket.getaddrinfo" or (
+        event == "socket.connect" and args[0].family in (socket.AF_INET, socket.AF_INET6)
+    ):
+        print(f"NETWORK {event} {args[:2]!r}", file=sys.stderr, flush=True)
+sys.addaudithook(refuse_network)
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_default_run_reaches_for_no_server(tmp_path):
+    """wandb included: offline means no telemetry, update check or upload either."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NETWORK_GUARD,
+            "experiment=smoke",
+            "trainer.max_epochs=1",
+            "data.train_size=256",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        env=script_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb"))
+    assert "NETWORK" not in result.stderr, [x for x in result.stderr.splitlines() if "NETWORK" in x]
