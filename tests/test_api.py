@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import visionattn
-from visionattn.attention import KINDS, create_attention
+from visionattn.attention import create_attention, get_attention
 
 
 def test_lists():
@@ -32,6 +32,16 @@ def test_unknown_names_list_the_valid_ones():
         create_attention("nope", 8)
 
 
-def test_every_plugin_declares_its_kind():
-    for name in visionattn.list_attentions():
-        assert create_attention(name, 64).kind in KINDS, name
+CATALOGUE = {
+    "gate": "se eca cbam bam coordatt gc triplet gsop",
+    "context": "nonlocal sagan ccnet issa a2 linformer cgnl external fastformer efficient axial "
+    "caa danet generalized",
+    "conv": "halo sasa aa bot involution sk deform",
+}
+
+
+def test_every_plugin_of_the_catalogue_is_there_with_its_kind():
+    assert visionattn.list_attentions() == sorted(" ".join(CATALOGUE.values()).split())
+    for kind, names in CATALOGUE.items():
+        for name in names.split():
+            assert get_attention(name).kind == kind, name

@@ -85,7 +85,12 @@ def test_the_checkpoint_loads_weights_only_and_carries_the_config(run):
     config = checkpoint["visionattn_config"]
     assert config["data"]["_target_"] == "visionattn.data.ShapesDataModule"
     assert config["task"]["model"]["name"] == "resnet18"
-    assert checkpoint["hyper_parameters"]["attn"] == {"name": "se", "reduction": 16}
+    assert checkpoint["hyper_parameters"]["attn"] == {
+        "name": "se",
+        "stages": "all",
+        "blocks": "all",
+        "reduction": 16,
+    }
 
 
 def test_eval_reproduces_the_logged_accuracy(run, tmp_path):

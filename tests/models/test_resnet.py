@@ -5,6 +5,8 @@ import torchvision
 from torch import nn
 
 from visionattn import create_model
+from visionattn.attention import AttentionSpec
+from visionattn.attention.placement import Placement
 from visionattn.attention.se import SqueezeExcite
 from visionattn.models.resnet import BasicBlock, ResNet
 
@@ -76,7 +78,78 @@ class _ZeroGammaPlugin(nn.Module):
 
 
 def test_backbone_init_leaves_the_plugins_own_init_alone():
-    model = ResNet(BasicBlock, (1, 1, 1, 1), attn_layer=_ZeroGammaPlugin, zero_init_last=False)
+    spec = AttentionSpec("zero", _ZeroGammaPlugin, placement=Placement("all", "all"))
+    model = ResNet(BasicBlock, (1, 1, 1, 1), attn=spec, zero_init_last=False)
     plugins = [m for m in model.modules() if isinstance(m, _ZeroGammaPlugin)]
     assert len(plugins) == 4
     assert all(p.norm.weight.abs().sum() == 0 for p in plugins)
+
+
+class _Recorder(nn.Module):
+    """A stand-in plugin that records what the backbone built it with and what it was given."""
+
+    kind = "gate"
+
+    def __init__(self, channels: int, *, feat_size=None, out_channels=None, stride=1) -> None:
+        super().__init__()
+        self.channels, self.feat_size, self.stride = channels, feat_size, stride
+        if self.kind == "conv":
+            self.conv = nn.Conv2d(channels, out_channels, 3, stride, 1, bias=False)
+
+    def forward(self, x):
+        self.seen = tuple(x.shape[1:])
+        return self.conv(x) if self.kind == "conv" else x
+
+
+def _placed(kind: str, arch: str, stages="all", blocks="all") -> dict[str, _Recorder]:
+    plugin = type(f"{kind}_recorder", (_Recorder,), {"kind": kind})
+    spec = AttentionSpec(kind, plugin, placement=Placement(stages, blocks))
+    model = create_model(
+        arch, attn=spec, num_classes=3, channels=(8, 16, 32, 64), img_size=(64, 48)
+    )
+    model(torch.randn(1, 3, 64, 48))
+    return {name: m for name, m in model.named_modules() if isinstance(m, plugin)}
+
+
+def test_each_kind_goes_in_its_place():
+    gates = _placed("gate", "resnet50")
+    assert len(gates) == 16 and "layer1.0.attn" in gates
+    assert gates["layer3.5.attn"].seen == (128, 4, 3)  # after conv3, before the add
+    context = _placed("context", "resnet50", blocks="all")
+    assert "layer2.0.context" in context and context["layer4.2.context"].seen == (256, 2, 2)
+    convs = _placed("conv", "resnet50")
+    strided = convs["layer2.0.conv2"]
+    assert (strided.channels, strided.stride, strided.seen) == (16, 2, (16, 16, 12))
+    basic = _placed("conv", "resnet18")["layer3.0.conv2"]  # a basic block's second conv
+    assert (basic.channels, basic.stride, basic.seen) == (32, 1, (32, 4, 3))
+
+
+def test_plugins_are_told_the_feature_size_they_will_see():
+    for kind, arch in (("gate", "resnet18"), ("context", "resnet50"), ("conv", "resnet50")):
+        for name, plugin in _placed(kind, arch, blocks="all").items():
+            assert plugin.feat_size == plugin.seen[1:], name
+
+
+def test_non_local_placement_gives_the_papers_five_blocks():
+    # Wang et al. 2018: "5 blocks (3 to res4 and 2 to res3, to every other residual block)".
+    blocks = _placed("context", "resnet50", stages=[2, 3], blocks=2)
+    assert sorted(blocks) == [
+        "layer2.1.context", "layer2.3.context",
+        "layer3.1.context", "layer3.3.context", "layer3.5.context",
+    ]  # fmt: skip
+    assert sorted(_placed("gate", "resnet18", stages=[4], blocks="last")) == ["layer4.1.attn"]
+    assert sorted(_placed("gate", "resnet18", stages=[1], blocks=[0])) == ["layer1.0.attn"]
+
+
+def test_a_stage_the_backbone_lacks_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"attn.stages=\[5\]: this backbone has stages 1..4"):
+        create_model("resnet18", attn={"name": "se", "stages": [5]})
+
+
+def test_context_plugins_keep_torchvision_weights_loadable():
+    # A context plugin adds keys after the block and renames none of the backbone's.
+    model = create_model("resnet18", attn={"name": "sagan", "blocks": "all"})
+    missing, unexpected = model.load_state_dict(
+        torchvision.models.resnet18().state_dict(), strict=False
+    )
+    assert not unexpected and missing and all(".context." in k for k in missing)

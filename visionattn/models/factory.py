@@ -31,8 +31,8 @@ def create_model(
         attn: a plugin name from :func:`visionattn.list_attentions`, a dict with ``name`` and the
             plugin's arguments (what ``configs/attn/*.yaml`` holds), or None / ``"none"``.
         num_classes: classifier outputs.
-        **kwargs: passed to the backbone (``channels``, ``drop_rate``, ...).
+        **kwargs: passed to the backbone (``channels``, ``img_size``, ``drop_rate``, ...).
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
-    return _MODELS[name](num_classes=num_classes, attn_layer=attention_factory(attn), **kwargs)
+    return _MODELS[name](num_classes=num_classes, attn=attention_factory(attn), **kwargs)

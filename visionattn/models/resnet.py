@@ -2,23 +2,44 @@
 https://arxiv.org/abs/1512.03385.
 
 The v1.5 layout of torchvision (stride in the 3x3 conv) with torchvision's state-dict keys, so
-its weights load unchanged. A gate plugin sits on the residual branch after the last norm, before
-the add, as in SE-ResNet.
+its weights load unchanged. Where the plugin goes depends on its kind: a gate sits on the residual
+branch after the last norm, before the add, as in SE-ResNet (``attn``); a context plugin follows
+the block (``context``); a conv plugin replaces the 3x3 conv that carries the stride (``conv2``),
+as in HaloNet and BoTNet.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-AttnLayer = Callable[[int], nn.Module] | None
+from visionattn.attention import AttentionSpec
 
 
-def _attn_or_identity(attn_layer: AttnLayer, channels: int) -> nn.Module:
-    return attn_layer(channels) if attn_layer is not None else nn.Identity()
+def _ceil_div(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    return (-(-size[0] // stride), -(-size[1] // stride))
+
+
+def _plugin(
+    attn: AttentionSpec | None, kind: str, channels: int, feat_size, where: str
+) -> nn.Module:
+    if attn is None or attn.kind != kind:
+        return nn.Identity()
+    return attn(channels, feat_size=feat_size, where=where)
+
+
+def _spatial_conv(
+    attn: AttentionSpec | None, inplanes: int, planes: int, stride: int, feat_size, where: str
+) -> nn.Module:
+    if attn is None or attn.kind != "conv":
+        return nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+    return attn(inplanes, out_channels=planes, stride=stride, feat_size=feat_size, where=where)
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 convs. A conv plugin replaces the second (it keeps the width and the stride of 1,
+    so every plugin sees the block's output size)."""
+
     expansion = 1
 
     def __init__(
@@ -27,22 +48,26 @@ class BasicBlock(nn.Module):
         planes: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
-        attn_layer: AttnLayer = None,
+        attn: AttentionSpec | None = None,
+        feat_size: tuple[int, int] | None = None,
+        where: str = "",
     ) -> None:
         super().__init__()
+        out_size = feat_size and _ceil_div(feat_size, stride)
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.conv2 = _spatial_conv(attn, planes, planes, 1, out_size, where)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.attn = _attn_or_identity(attn_layer, planes)
+        self.attn = _plugin(attn, "gate", planes, out_size, where)
         self.downsample = downsample
+        self.context = _plugin(attn, "context", planes, out_size, where)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.attn(self.bn2(self.conv2(out)))
-        return self.relu(out + shortcut)
+        return self.context(self.relu(out + shortcut))
 
     def last_norm(self) -> nn.BatchNorm2d:
         return self.bn2
@@ -57,26 +82,30 @@ class Bottleneck(nn.Module):
         planes: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
-        attn_layer: AttnLayer = None,
+        attn: AttentionSpec | None = None,
+        feat_size: tuple[int, int] | None = None,
+        where: str = "",
     ) -> None:
         super().__init__()
         out_channels = planes * self.expansion
+        out_size = feat_size and _ceil_div(feat_size, stride)
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = _spatial_conv(attn, planes, planes, stride, feat_size, where)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.attn = _attn_or_identity(attn_layer, out_channels)
+        self.attn = _plugin(attn, "gate", out_channels, out_size, where)
         self.downsample = downsample
+        self.context = _plugin(attn, "context", out_channels, out_size, where)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.attn(self.bn3(self.conv3(out)))
-        return self.relu(out + shortcut)
+        return self.context(self.relu(out + shortcut))
 
     def last_norm(self) -> nn.BatchNorm2d:
         return self.bn3
@@ -91,7 +120,10 @@ class ResNet(nn.Module):
         num_classes: classifier outputs.
         in_chans: input channels.
         channels: width of each stage (before the block expansion); the stem has ``channels[0]``.
-        attn_layer: ``channels -> module`` for the plugin in every block, or None.
+        attn: the attention plugin and the blocks it goes in
+            (:func:`visionattn.attention.attention_factory`), or None.
+        img_size: input size; plugins tied to one feature size (Linformer, BoT, AA) need it, and
+            size checks (halo blocks) then run when the model is built.
         drop_rate: dropout before the classifier.
         zero_init_last: start each residual branch at zero (Goyal et al. 2017), as timm does.
     """
@@ -103,13 +135,20 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         channels: Sequence[int] = (64, 128, 256, 512),
-        attn_layer: AttnLayer = None,
+        attn: AttentionSpec | None = None,
+        img_size: int | Sequence[int] | None = None,
         drop_rate: float = 0.0,
         zero_init_last: bool = True,
     ) -> None:
         super().__init__()
         if len(layers) != 4 or len(channels) != 4:
             raise ValueError(f"ResNet has four stages: got layers={layers}, channels={channels}")
+        if attn is not None:
+            attn.placement.check(num_stages=4)
+        feat_size = None
+        if img_size is not None:
+            img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+            feat_size = _ceil_div(_ceil_div(img_size, 2), 2)  # the stem's conv and max-pool
         self.inplanes = channels[0]
         self.conv1 = nn.Conv2d(in_chans, self.inplanes, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
@@ -117,9 +156,9 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         strides = (1, 2, 2, 2)
         for i, (planes, blocks, stride) in enumerate(zip(channels, layers, strides, strict=True)):
-            self.add_module(
-                f"layer{i + 1}", self._make_layer(block, planes, blocks, stride, attn_layer)
-            )
+            stage = self._make_layer(block, planes, blocks, stride, attn, i + 1, feat_size)
+            self.add_module(f"layer{i + 1}", stage)
+            feat_size = feat_size and _ceil_div(feat_size, stride)
         self.num_features = channels[-1] * block.expansion
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
@@ -132,7 +171,9 @@ class ResNet(nn.Module):
         planes: int,
         blocks: int,
         stride: int,
-        attn_layer: AttnLayer,
+        attn: AttentionSpec | None,
+        stage: int,
+        feat_size: tuple[int, int] | None,
     ) -> nn.Sequential:
         out_channels = planes * block.expansion
         downsample = None
@@ -141,10 +182,23 @@ class ResNet(nn.Module):
                 nn.Conv2d(self.inplanes, out_channels, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(out_channels),
             )
-        stage = [block(self.inplanes, planes, stride, downsample, attn_layer)]
-        self.inplanes = out_channels
-        stage += [block(self.inplanes, planes, attn_layer=attn_layer) for _ in range(1, blocks)]
-        return nn.Sequential(*stage)
+        layers = []
+        for index in range(blocks):
+            placed = attn if attn is not None and attn.selects(stage, index, blocks) else None
+            layers.append(
+                block(
+                    self.inplanes,
+                    planes,
+                    stride,
+                    downsample,
+                    placed,
+                    feat_size,
+                    f"layer{stage}.{index}",
+                )
+            )
+            feat_size = feat_size and _ceil_div(feat_size, stride)
+            self.inplanes, stride, downsample = out_channels, 1, None
+        return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_last: bool) -> None:
         # Plugins keep the init their paper gives them (a zero gamma, say): skip their modules.
