@@ -46,3 +46,18 @@ def test_cpu_peak_memory_is_the_process_peak_resident_set():
     after = peak_memory_mb(cpu)
     del block
     assert 90 < after - before < 130
+
+
+def test_flops_count_the_multiply_accumulates_of_conv_plugins():
+    from visionattn.attention import create_attention
+
+    x = torch.randn(1, 16, 8, 6)
+    dense = 2 * 16 * 16 * 9 * 8 * 6  # a 3x3 conv, 16 -> 16 channels
+    deform = create_attention("deform", 16)
+    offsets = 2 * 16 * 27 * 9 * 8 * 6  # 2 offsets and a modulation per tap
+    assert count_flops(deform, x) == dense + offsets
+    involution = create_attention("involution", 16, kernel_size=3, group_channels=4)
+    aggregate = 2 * 16 * 9 * 8 * 6  # each channel: a 3x3 kernel applied at every position
+    reduced = involution.reduce.eval()(x).detach()
+    generate = count_flops(involution.reduce, x) + count_flops(involution.span, reduced)
+    assert count_flops(involution, x) == aggregate + generate

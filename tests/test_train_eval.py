@@ -159,6 +159,32 @@ def test_a_sweep_runs_each_combination(tmp_path):
     assert params[0] < params[1]  # the SE gates add parameters
 
 
+@pytest.mark.parametrize(
+    "overrides", [["attn=ccnet", "attn.recurrence=1"], ["attn=aa"]], ids=["context", "conv"]
+)
+def test_context_and_conv_plugins_train_from_the_command_line(overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["experiment=smoke", *overrides, "logger=csv", f"hydra.run.dir={run_dir}"]
+    result = run_script("train.py", *args, tmp=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = (run_dir / "config.yaml").read_text()
+    assert f"name: {overrides[0].removeprefix('attn=')}" in config
+    assert "recurrence: 1" in config or len(overrides) == 1
+    assert max(column(read_metrics(run_dir), "val/acc1")) > 0.25 + 0.25  # chance is 0.25
+
+
+def test_a_plugin_that_cannot_take_the_maps_fails_before_training(tmp_path):
+    # HaloNet's 8x8 blocks on the 4x4 maps of a 32 px image's second stage.
+    result = run_script("train.py", "attn=halo", f"hydra.run.dir={tmp_path / 'run'}", tmp=tmp_path)
+    assert result.returncode != 0
+    assert (
+        "halo at layer2.0: block_size 8 must divide the feature map, got 4x4; "
+        "block sizes that work here: 1, 2, 4" in result.stderr
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert "Traceback" not in result.stderr
+
+
 def test_bad_checkpoints_fail_on_one_line_naming_the_path(tmp_path):
     truncated = tmp_path / "truncated.ckpt"
     torch.save({"w": torch.randn(10_000)}, truncated)

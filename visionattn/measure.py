@@ -2,8 +2,8 @@
 
 - parameters: every parameter of the model, trainable or not;
 - FLOPs: ``torch.utils.flop_counter`` on one image in eval mode, as 2 x multiply-accumulates of
-  matmuls and convolutions (``scaled_dot_product_attention`` included); element-wise ops, softmax
-  and normalisation are not counted;
+  matmuls and convolutions (``scaled_dot_product_attention`` and torchvision's deformable
+  convolution included); element-wise ops, softmax and normalisation are not counted;
 - peak memory, in MiB: on a CUDA device ``torch.cuda.max_memory_allocated`` since the last reset,
   else the process's peak resident set (``VmHWM``; ``ru_maxrss`` where there is no /proc).
 """
@@ -19,6 +19,23 @@ from torch.utils.flop_counter import FlopCounterMode
 MIB = 2**20
 
 
+def _deform_conv2d_flops(input_shape, weight_shape, *args, out_shape, **kwargs) -> int:
+    # Counted as the dense conv it generalises: weight (C_out, C_in / groups, kh, kw) applied at
+    # every output position; the bilinear sampling is element-wise and, like the rest, not counted.
+    out_channels, in_per_group, kh, kw = weight_shape
+    batch, _, height, width = out_shape
+    return 2 * batch * out_channels * height * width * in_per_group * kh * kw
+
+
+def _custom_flops() -> dict:
+    """Formulas for ops torch's counter does not know, where they are installed."""
+    try:
+        import torchvision  # noqa: F401 - registers torch.ops.torchvision
+    except ImportError:
+        return {}
+    return {torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops}
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -29,7 +46,7 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=_custom_flops()) as counter:
             model(example[:1])
     finally:
         model.train(was_training)

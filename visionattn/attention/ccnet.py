@@ -40,8 +40,8 @@ class CrissCrossAttention(ops.ZeroInitResidual):
         q, k, v = self.query(x), self.key(x), self.value(x)
         height, width = x.shape[2], x.shape[3]
         # Position (i, j) against (r, j) on its column and against (i, s) on its row.
-        column = ops.logits("bcij,bcrj->bijr", q, k)
-        row = ops.logits("bcij,bcis->bijs", q, k)
+        column = ops.einsum_fp32("bcij,bcrj->bijr", q, k)
+        row = ops.einsum_fp32("bcij,bcis->bijs", q, k)
         rows = torch.arange(height, device=x.device)
         centre = (rows[:, None] == rows[None, :])[:, None, :]  # not torch.eye: ONNX-friendly
         column = column.masked_fill(centre, float("-inf"))

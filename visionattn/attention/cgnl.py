@@ -90,10 +90,10 @@ class CompactGeneralizedNonLocal(nn.Module):
             conv(x).reshape(b, self.groups, -1) for conv in (self.theta, self.phi, self.g)
         )
         if self.kernel == "dot":
-            y = ops.logits("bgm,bg->bgm", theta, ops.logits("bgm,bgm->bg", phi, g))
+            y = ops.einsum_fp32("bgm,bg->bgm", theta, ops.einsum_fp32("bgm,bgm->bg", phi, g))
         else:
-            z = ops.logits("bgpm,bgm->bgp", self._features(phi), g)
-            y = ops.logits("bgpm,bgp->bgm", self._features(theta), z)
+            z = ops.einsum_fp32("bgpm,bgm->bgp", self._features(phi), g)
+            y = ops.einsum_fp32("bgpm,bgp->bgm", self._features(theta), z)
         with torch.autocast(x.device.type, enabled=False):
             y = y.reshape(b, -1, h, w).to(self.out_conv.weight.dtype)
             out = self.out_norm(self.out_conv(y))

@@ -49,7 +49,7 @@ class DualAttention(ops.ZeroInitResidual):
         every position, beyond fp16's range on large maps: they are computed in fp32. The
         fused attention kernels would need a head width of ``H * W``, so no ``ops.attend``."""
         a = x.flatten(2)  # (B, C, N)
-        energy = ops.logits("bcn,bdn->bcd", a, a)
+        energy = ops.einsum_fp32("bcn,bdn->bcd", a, a)
         attention = ops.softmax(energy.amax(-1, keepdim=True) - energy, dim=-1, dtype=a.dtype)
         return (attention @ a).reshape(x.shape)
 

@@ -32,7 +32,7 @@ class ExternalAttention(ops.ZeroInitResidual):
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         q = self.query(x)
-        logits = ops.logits("bchw,sc->bhws", q, self.memory_key.weight)
+        logits = ops.einsum_fp32("bchw,sc->bhws", q, self.memory_key.weight)
         attn = logits.flatten(1, 2).log_softmax(dim=1).softmax(dim=2).to(q.dtype)  # (B, N, S)
         out = torch.einsum("bns,cs->bcn", attn, self.memory_value.weight.to(q.dtype))
         return self.proj(out.reshape(q.shape))

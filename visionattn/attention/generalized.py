@@ -131,8 +131,8 @@ class GeneralizedAttention(ZeroInitResidual):
             query = query.reshape(-1, heads, h, w, d)
             rel_y = self.position_y(self._encode(h, hk, x.device)).reshape(h, hk, heads, d)
             rel_x = self.position_x(self._encode(w, wk, x.device)).reshape(w, wk, heads, d)
-            bias_y = ops.logits("bhyxd,yihd->bhyxi", query, rel_y)
-            bias_x = ops.logits("bhyxd,xjhd->bhyxj", query, rel_x)
+            bias_y = ops.einsum_fp32("bhyxd,yihd->bhyxi", query, rel_y)
+            bias_x = ops.einsum_fp32("bhyxd,xjhd->bhyxj", query, rel_x)
             bias = (bias_y[..., :, None] + bias_x[..., None, :]).reshape(-1, heads, h * w, hk * wk)
 
         out = ops.attend(content.to(v.dtype), k.to(v.dtype), v, bias, scale=1.0)

@@ -51,7 +51,7 @@ class GlobalSecondOrderPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.reduce(x).flatten(2)  # (B, c, HW)
         z = z - z.mean(2, keepdim=True)
-        cov = ops.logits("bin,bjn->bij", z, z) / z.shape[2]  # (B, c, c), fp32
+        cov = ops.einsum_fp32("bin,bjn->bij", z, z) / z.shape[2]  # (B, c, c), fp32
         # The excitation is small (B x c x c); it stays in fp32 under autocast, where a covariance
         # of large features would overflow fp16 before the row BN has learned its scale.
         with torch.autocast(x.device.type, enabled=False):

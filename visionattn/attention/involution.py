@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionattn.attention import ops
+
 
 class Involution(nn.Module):
     """``y[c, p] = sum_{k in K x K} H[g(c), k, p] * x[c, p * s + k]`` (paper eq. 4): a K x K kernel
@@ -64,8 +66,11 @@ class Involution(nn.Module):
         pooled = x if s == 1 else F.avg_pool2d(x, s, s, ceil_mode=True)
         kernel = self.span(self.reduce(pooled))  # (B, G * K * K, H', W')
         h, w = kernel.shape[-2:]
-        kernel = kernel.reshape(b, self.groups, 1, k * k, h, w)
+        kernel = kernel.reshape(b, self.groups, k * k, h, w)
         patches = F.unfold(x, k, padding=k // 2, stride=s)  # (B, C * K * K, H' * W')
         patches = patches.reshape(b, self.groups, c // self.groups, k * k, h, w)
-        out = (kernel * patches).sum(3).reshape(b, c, h, w)
+        # A contraction, not (kernel * patches).sum(): the same numbers, and FLOP counters see
+        # the multiply-accumulates the involution is made of. In fp32: the kernel is generated
+        # from x, so the output grows like x^2 and overflows fp16 first.
+        out = ops.einsum_fp32("bgkhw,bgckhw->bgchw", kernel, patches).reshape(b, c, h, w)
         return self.proj(out)

@@ -72,12 +72,12 @@ class NonLocal(nn.Module):
         if self.mode in ("gaussian", "embedded_gaussian"):
             y = ops.attend(queries[:, None], keys[:, None], values[:, None], scale=1.0)[:, 0]
         elif self.mode == "dot_product":
-            context = ops.logits("bmd,bme->bde", keys, values)
-            y = ops.logits("bnd,bde->bne", queries, context) / positions
+            context = ops.einsum_fp32("bmd,bme->bde", keys, values)
+            y = ops.einsum_fp32("bnd,bde->bne", queries, context) / positions
         else:
             w_theta, w_phi = self.w_f.weight[0].chunk(2)
-            pairs = ops.logits("bnd,d->bn", queries, w_theta)[:, :, None]
-            pairs = pairs + ops.logits("bmd,d->bm", keys, w_phi)[:, None, :]
-            y = ops.logits("bnm,bme->bne", pairs.relu(), values) / positions
+            pairs = ops.einsum_fp32("bnd,d->bn", queries, w_theta)[:, :, None]
+            pairs = pairs + ops.einsum_fp32("bmd,d->bm", keys, w_phi)[:, None, :]
+            y = ops.einsum_fp32("bnm,bme->bne", pairs.relu(), values) / positions
         y = y.to(values.dtype).transpose(1, 2).reshape(batch, -1, height, width)
         return x + self.out_norm(self.w_z(y))

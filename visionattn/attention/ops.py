@@ -4,7 +4,7 @@ the zero-init residual of the context plugins.
 Plugins whose attention is ``softmax(q k^T) v`` call :func:`attend`, which is PyTorch's
 ``scaled_dot_product_attention``: fused kernels with O(N) memory where the backend has one, and
 the scaling done so that fp16 logits do not overflow. Plugins that need the logits themselves
-(masked rows, sums over two axes, double normalisation) build them with :func:`logits`, in fp32
+(masked rows, sums over two axes, double normalisation) build them with :func:`einsum_fp32`, in fp32
 whatever autocast says.
 """
 
@@ -28,9 +28,9 @@ def attend(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
 
 
-def logits(equation: str, *operands: torch.Tensor) -> torch.Tensor:
+def einsum_fp32(equation: str, *operands: torch.Tensor) -> torch.Tensor:
     """``torch.einsum(equation, *operands)`` in fp32 (fp64 stays fp64), also under autocast, for
-    attention logits that a half-precision matmul could overflow."""
+    attention logits and other products that a half-precision matmul could overflow."""
     with torch.autocast(operands[0].device.type, enabled=False):
         return torch.einsum(equation, *(op.to(_at_least_fp32(op.dtype)) for op in operands))
 

@@ -68,8 +68,8 @@ class RelativePosition2d(nn.Module):
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         """``q (..., Hq, Wq, dim)`` to fp32 logits ``(..., Hq * Wq, Hk * Wk)``, keys row-major."""
         (kh, kw), s = self.key_size, self.stride
-        rel_w = rel_to_abs(ops.logits("...hwd,rd->...hwr", q, self.width), kw, s)
-        rel_h = rel_to_abs(ops.logits("...hwd,rd->...whr", q, self.height), kh, s)
+        rel_w = rel_to_abs(ops.einsum_fp32("...hwd,rd->...hwr", q, self.width), kw, s)
+        rel_h = rel_to_abs(ops.einsum_fp32("...hwd,rd->...whr", q, self.height), kh, s)
         rel = rel_h.transpose(-3, -2).unsqueeze(-1) + rel_w.unsqueeze(-2)  # (.., Hq, Wq, Hk, Wk)
         return rel.flatten(-4, -3).flatten(-2)
 

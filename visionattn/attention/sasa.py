@@ -90,7 +90,7 @@ class StandAloneSelfAttention(nn.Module):
             t = F.unfold(t, kernel_size=k, padding=k // 2)
             return t.reshape(batch, heads, dim, k * k, height * width).permute(0, 1, 4, 3, 2)
 
-        rel = ops.logits("bnqd,nkd->bnqk", q, self._offset_embeddings())
+        rel = ops.einsum_fp32("bnqd,nkd->bnqk", q, self._offset_embeddings())
         bias = rel.masked_fill(~self._inside(height, width, x.device), float("-inf"))
         # One query a row, heads and positions on one batch axis (4D, as ONNX's exporter wants).
         q, bias = q.unsqueeze(-2).flatten(1, 2), bias.unsqueeze(-2).flatten(1, 2)
