@@ -19,29 +19,21 @@ for the segmentation classifier (head, not attention), and inside a backbone eac
 """
 
 import torch
-from torch import nn
 
 from visionattn.attention import ops
+from visionattn.attention.sagan import SelfAttention
 
 
-class DualAttention(ops.ZeroInitResidual):
-    """``x + gamma * (position(x) + channel(x))``; gamma starts at zero."""
-
-    def __init__(self, channels: int, *, reduction: int = 8) -> None:
-        super().__init__()
-        inner = max(1, channels // reduction)
-        self.query = nn.Conv2d(channels, inner, kernel_size=1)
-        self.key = nn.Conv2d(channels, inner, kernel_size=1)
-        self.value = nn.Conv2d(channels, channels, kernel_size=1)
+class DualAttention(SelfAttention):
+    """``x + gamma * (position(x) + channel(x))``; gamma starts at zero. The position branch is
+    SAGAN's self-attention, weights and all."""
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         return self.position(x) + self.channel(x)
 
     def position(self, x: torch.Tensor) -> torch.Tensor:
         """The position attention module (PAM) without its residual."""
-        q, k, v = (_tokens(conv(x)) for conv in (self.query, self.key, self.value))
-        out = ops.attend(q, k, v, scale=1.0)[:, 0]  # (B, N, C)
-        return out.transpose(1, 2).reshape(x.shape)
+        return super().context(x)
 
     @staticmethod
     def channel(x: torch.Tensor) -> torch.Tensor:
@@ -52,8 +44,3 @@ class DualAttention(ops.ZeroInitResidual):
         energy = ops.einsum_fp32("bcn,bdn->bcd", a, a)
         attention = ops.softmax(energy.amax(-1, keepdim=True) - energy, dim=-1, dtype=a.dtype)
         return (attention @ a).reshape(x.shape)
-
-
-def _tokens(t: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 1, H * W, C): one head over the positions."""
-    return t.flatten(2).transpose(1, 2)[:, None]
