@@ -14,26 +14,22 @@ import torch
 from torch import nn
 
 from visionattn.attention import AttentionSpec
+from visionattn.models.backbone import (
+    Backbone,
+    FeatureInfo,
+    OutputStride,
+    ceil_div,
+    init_weights,
+    plugin_or_identity,
+    spatial_op,
+    to_size,
+)
 
 
-def _ceil_div(size: tuple[int, int], stride: int) -> tuple[int, int]:
-    return (-(-size[0] // stride), -(-size[1] // stride))
-
-
-def _plugin(
-    attn: AttentionSpec | None, kind: str, channels: int, feat_size, where: str
-) -> nn.Module:
-    if attn is None or attn.kind != kind:
-        return nn.Identity()
-    return attn(channels, feat_size=feat_size, where=where)
-
-
-def _spatial_conv(
-    attn: AttentionSpec | None, inplanes: int, planes: int, stride: int, feat_size, where: str
-) -> nn.Module:
-    if attn is None or attn.kind != "conv":
-        return nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-    return attn(inplanes, out_channels=planes, stride=stride, feat_size=feat_size, where=where)
+def _conv3x3(inplanes: int, planes: int, stride: int, dilation: int) -> nn.Conv2d:
+    return nn.Conv2d(
+        inplanes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+    )
 
 
 class BasicBlock(nn.Module):
@@ -51,17 +47,21 @@ class BasicBlock(nn.Module):
         attn: AttentionSpec | None = None,
         feat_size: tuple[int, int] | None = None,
         where: str = "",
+        dilation: int = 1,
     ) -> None:
         super().__init__()
-        out_size = feat_size and _ceil_div(feat_size, stride)
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        out_size = ceil_div(feat_size, stride)
+        self.stride = stride
+        self.conv1 = _conv3x3(inplanes, planes, stride, dilation)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _spatial_conv(attn, planes, planes, 1, out_size, where)
+        self.conv2 = spatial_op(
+            attn, lambda: _conv3x3(planes, planes, 1, dilation), planes, planes, 1, out_size, where
+        )
         self.bn2 = nn.BatchNorm2d(planes)
-        self.attn = _plugin(attn, "gate", planes, out_size, where)
+        self.attn = plugin_or_identity(attn, "gate", planes, out_size, where)
         self.downsample = downsample
-        self.context = _plugin(attn, "context", planes, out_size, where)
+        self.context = plugin_or_identity(attn, "context", planes, out_size, where)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -85,20 +85,25 @@ class Bottleneck(nn.Module):
         attn: AttentionSpec | None = None,
         feat_size: tuple[int, int] | None = None,
         where: str = "",
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         out_channels = planes * self.expansion
-        out_size = feat_size and _ceil_div(feat_size, stride)
+        out_size = ceil_div(feat_size, stride)
+        self.stride = stride
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = _spatial_conv(attn, planes, planes, stride, feat_size, where)
+        self.conv2 = spatial_op(
+            attn, lambda: _conv3x3(planes, planes, stride, dilation), planes, planes, stride,
+            feat_size, where,
+        )  # fmt: skip
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.attn = _plugin(attn, "gate", out_channels, out_size, where)
+        self.attn = plugin_or_identity(attn, "gate", out_channels, out_size, where)
         self.downsample = downsample
-        self.context = _plugin(attn, "context", out_channels, out_size, where)
+        self.context = plugin_or_identity(attn, "context", out_channels, out_size, where)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -111,7 +116,7 @@ class Bottleneck(nn.Module):
         return self.bn3
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """A stem, four stages of residual blocks, global average pooling and a linear classifier.
 
     Args:
@@ -126,7 +131,13 @@ class ResNet(nn.Module):
             size checks (halo blocks) then run when the model is built.
         drop_rate: dropout before the classifier.
         zero_init_last: start each residual branch at zero (Goyal et al. 2017), as timm does.
+        output_stride: 32, or 16 or 8 with the last stages dilated instead of strided.
+        features_only: return the five feature levels (stem, then each stage) without the head.
+        out_indices: which of those levels to return.
     """
+
+    head = ("avgpool", "dropout", "fc")
+    classifier = "fc"
 
     def __init__(
         self,
@@ -139,31 +150,43 @@ class ResNet(nn.Module):
         img_size: int | Sequence[int] | None = None,
         drop_rate: float = 0.0,
         zero_init_last: bool = True,
+        output_stride: int = 32,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if len(layers) != 4 or len(channels) != 4:
             raise ValueError(f"ResNet has four stages: got layers={layers}, channels={channels}")
         if attn is not None:
             attn.placement.check(num_stages=4)
-        feat_size = None
-        if img_size is not None:
-            img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-            feat_size = _ceil_div(_ceil_div(img_size, 2), 2)  # the stem's conv and max-pool
         self.inplanes = channels[0]
         self.conv1 = nn.Conv2d(in_chans, self.inplanes, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        strides = (1, 2, 2, 2)
-        for i, (planes, blocks, stride) in enumerate(zip(channels, layers, strides, strict=True)):
-            stage = self._make_layer(block, planes, blocks, stride, attn, i + 1, feat_size)
+        self.feature_info = FeatureInfo([dict(num_chs=self.inplanes, reduction=2, module="act1")])
+        schedule = OutputStride(output_stride, reduction=4)
+        feat_size = ceil_div(ceil_div(to_size(img_size), 2), 2)  # the stem's conv and max-pool
+        for i, (planes, blocks) in enumerate(zip(channels, layers, strict=True)):
+            stride = 1 if i == 0 else 2
+            stage = self._make_layer(
+                block, planes, blocks, stride, attn, i + 1, feat_size, schedule
+            )
             self.add_module(f"layer{i + 1}", stage)
-            feat_size = feat_size and _ceil_div(feat_size, stride)
-        self.num_features = channels[-1] * block.expansion
+            feat_size = ceil_div(feat_size, stage[0].stride)
+            self.feature_info.append(
+                dict(num_chs=self.inplanes, reduction=schedule.reduction, module=f"layer{i + 1}")
+            )
+        self.num_features = self.inplanes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
-        self._init_weights(zero_init_last)
+        init_weights(self)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, BasicBlock | Bottleneck):
+                    nn.init.zeros_(m.last_norm().weight)
+        self.finish(features_only, out_indices)
 
     def _make_layer(
         self,
@@ -174,8 +197,10 @@ class ResNet(nn.Module):
         attn: AttentionSpec | None,
         stage: int,
         feat_size: tuple[int, int] | None,
+        schedule: OutputStride,
     ) -> nn.Sequential:
         out_channels = planes * block.expansion
+        stride, first_dilation = schedule(stride)
         downsample = None
         if stride != 1 or self.inplanes != out_channels:
             downsample = nn.Sequential(
@@ -185,46 +210,25 @@ class ResNet(nn.Module):
         layers = []
         for index in range(blocks):
             placed = attn if attn is not None and attn.selects(stage, index, blocks) else None
+            dilation = first_dilation if index == 0 else schedule.dilation
+            where = f"layer{stage}.{index}"
             layers.append(
-                block(
-                    self.inplanes,
-                    planes,
-                    stride,
-                    downsample,
-                    placed,
-                    feat_size,
-                    f"layer{stage}.{index}",
-                )
+                block(self.inplanes, planes, stride, downsample, placed, feat_size, where, dilation)
             )
-            feat_size = feat_size and _ceil_div(feat_size, stride)
+            feat_size = ceil_div(feat_size, stride)
             self.inplanes, stride, downsample = out_channels, 1, None
         return nn.Sequential(*layers)
 
-    def _init_weights(self, zero_init_last: bool) -> None:
-        # Plugins keep the init their paper gives them (a zero gamma, say): skip their modules.
-        in_plugins = {id(m) for p in self.modules() if hasattr(p, "kind") for m in p.modules()}
-        for m in self.modules():
-            if id(m) in in_plugins:
-                continue
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_last:
-            for m in self.modules():
-                if isinstance(m, BasicBlock | Bottleneck):
-                    nn.init.zeros_(m.last_norm().weight)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        levels = [self.relu(self.bn1(self.conv1(x)))]
+        x = self.maxpool(levels[0])
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            levels.append(x)
+        return levels
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def resnet18(**kwargs) -> ResNet:
