@@ -31,7 +31,10 @@ def main(cfg: DictConfig) -> None:
         trained = run_config(checkpoint, cfg.ckpt_path)
         data_config = OmegaConf.to_container(OmegaConf.merge(trained["data"], cfg.data))
         datamodule = instantiate_trusted(data_config)
-        task = instantiate_trusted(trained["task"])
+        # The weights come from the checkpoint: the file the run started from is not needed.
+        task = instantiate_trusted(
+            {**trained["task"], "model": {**trained["task"]["model"], "pretrained": None}}
+        )
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     task.load_state_dict(checkpoint["state_dict"])

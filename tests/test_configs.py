@@ -24,6 +24,8 @@ def test_every_group_of_the_brief_exists_with_a_default():
 # Plugins whose paper defaults cannot take the 32 px shapes: they fail when the model is built,
 # saying which sizes work, and build at their paper's image size.
 PAPER_SIZE = {"halo": 256}  # 8 x 8 blocks; the maps of a 32 px image are 8, 4, 2 and 1 wide
+# HaloNets take sides that are multiples of 32 x their block size (their stride-32 map in blocks).
+MODEL_SIZE = {f"halonet_h{n}": 32 * b for n, b in enumerate((8, 8, 8, 10, 12, 14, 8, 10))}
 
 
 def build_model(cfg) -> torch.nn.Module:
@@ -39,10 +41,12 @@ def test_every_option_composes(group, option, tmp_path):
     cfg = compose_config([f"{group}={option}", f"paths.output_dir={tmp_path}"])
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     if group == "model":
-        model = visionattn.create_model(
-            num_classes=3, **OmegaConf.to_container(cfg.model, resolve=True)
-        )
-        assert model.fc.out_features == 3
+        if option in MODEL_SIZE:
+            with pytest.raises(ValueError, match=f"multiples of {MODEL_SIZE[option]}"):
+                build_model(cfg)
+            cfg = compose_config([f"model={option}", f"data.image_size={MODEL_SIZE[option]}"])
+        model = build_model(cfg)
+        assert model.get_classifier().out_features == 3
     if group == "attn" and option != "none":
         # As `python train.py attn=<option>` builds it: the default model on the default data.
         if option in PAPER_SIZE:

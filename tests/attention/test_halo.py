@@ -14,10 +14,11 @@ def reference_halo(x: torch.Tensor, halo: HaloAttention) -> torch.Tensor:
     lie inside the map, with logits (q.k + q.(r^H[dy] + r^W[dx])) / sqrt(d)."""
     batch, _, height, width = x.shape
     b, h, s, heads = halo.block_size, halo.halo_size, halo.stride, halo.num_heads
-    dim, d = halo.out_channels, halo.out_channels // halo.num_heads
+    dim, qk = halo.out_channels, halo.qk_channels
+    d, dv = qk // heads, dim // heads  # query/key and value depth per head
     q = torch.einsum("oc,bchw->bohw", halo.q.weight[:, :, 0, 0], x)  # at every pixel
-    k = torch.einsum("oc,bchw->bohw", halo.kv.weight[:dim, :, 0, 0], x)
-    v = torch.einsum("oc,bchw->bohw", halo.kv.weight[dim:, :, 0, 0], x)
+    k = torch.einsum("oc,bchw->bohw", halo.kv.weight[:qk, :, 0, 0], x)
+    v = torch.einsum("oc,bchw->bohw", halo.kv.weight[qk:, :, 0, 0], x)
     # Table row of displacement 0 for the block's first query: the most negative displacement,
     # from the last query of a block to the first key of its halo, is -(b - s + h).
     centre = b - s + h
@@ -29,10 +30,10 @@ def reference_halo(x: torch.Tensor, halo: HaloAttention) -> torch.Tensor:
             cols = [c for c in range(left - h, left + b + h) if 0 <= c < width]
             keys = [(r, c) for r in rows for c in cols]
             for n in range(heads):
-                ch = slice(n * d, (n + 1) * d)
+                ch, ch_v = slice(n * d, (n + 1) * d), slice(n * dv, (n + 1) * dv)
                 qi = q[:, ch, y, x0]
                 kj = torch.stack([k[:, ch, r, c] for r, c in keys], 1)
-                vj = torch.stack([v[:, ch, r, c] for r, c in keys], 1)
+                vj = torch.stack([v[:, ch_v, r, c] for r, c in keys], 1)
                 rel = torch.stack(
                     [
                         halo.rel_pos.height[r - y + centre] + halo.rel_pos.width[c - x0 + centre]
@@ -40,7 +41,7 @@ def reference_halo(x: torch.Tensor, halo: HaloAttention) -> torch.Tensor:
                     ]
                 )
                 logits = (torch.einsum("bd,bmd->bm", qi, kj) + qi @ rel.T) / math.sqrt(d)
-                out[:, ch, y // s, x0 // s] = torch.einsum("bm,bmd->bd", logits.softmax(1), vj)
+                out[:, ch_v, y // s, x0 // s] = torch.einsum("bm,bmd->bd", logits.softmax(1), vj)
     return out
 
 
@@ -55,6 +56,26 @@ def test_equals_naive_local_window_attention(block, halo_size, stride, size):
     )
     x = torch.randn(2, 6, *size)
     torch.testing.assert_close(halo(x), reference_halo(x, halo), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("qk_channels", "stride"), [(4, 1), (8, 2)])
+def test_values_wider_than_queries_and_keys(qk_channels, stride):
+    # HaloNet's rv > 1 (H5..H7): values of 12 channels, queries and keys narrower.
+    torch.manual_seed(0)
+    halo = HaloAttention(
+        6, out_channels=12, qk_channels=qk_channels, stride=stride, block_size=4, halo_size=1,
+        num_heads=2,
+    )  # fmt: skip
+    assert halo.q.weight.shape[0] == qk_channels and halo.kv.weight.shape[0] == qk_channels + 12
+    assert halo.rel_pos.height.shape[1] == qk_channels // 2  # the query/key head depth
+    x = torch.randn(2, 6, 8, 4)
+    out = halo(x)
+    assert out.shape == (2, 12, 8 // stride, 4 // stride)
+    torch.testing.assert_close(out, reference_halo(x, halo), rtol=1e-4, atol=1e-5)
+    # The default, qk_channels = out_channels, keeps the layer (and its state dict) as it was.
+    assert HaloAttention(6, out_channels=12, num_heads=2).kv.weight.shape[0] == 24
+    with pytest.raises(ValueError, match="must divide out_channels 12 and qk_channels 9"):
+        HaloAttention(6, out_channels=12, qk_channels=9, num_heads=2)
 
 
 def test_one_block_with_no_halo_is_global_attention():

@@ -37,7 +37,10 @@ class HaloAttention(nn.Module):
 
     Args:
         channels: input channels.
-        out_channels: output channels (default ``channels``), split across the heads.
+        out_channels: output channels (default ``channels``), split across the heads: the
+            width of the values.
+        qk_channels: width of the queries and keys (default ``out_channels``), split across the
+            same heads; HaloNet's H5..H7 widen the values alone (``rv`` > 1), so the two differ.
         stride: 1, or a divisor of ``block_size`` (2 for a downsampling block).
         block_size: ``b``, the side of a query block (8 in HaloNet H0..H2).
         halo_size: ``h``, pixels added on each side of a block for its keys (3 in H0..H2).
@@ -53,6 +56,7 @@ class HaloAttention(nn.Module):
         channels: int,
         *,
         out_channels: int | None = None,
+        qk_channels: int | None = None,
         stride: int = 1,
         block_size: int = 8,
         halo_size: int = 3,
@@ -61,10 +65,14 @@ class HaloAttention(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = out_channels or channels
-        if out_channels % num_heads:
-            heads = [n for n in range(1, out_channels + 1) if out_channels % n == 0]
+        qk_channels = qk_channels or out_channels
+        if out_channels % num_heads or qk_channels % num_heads:
+            common = math.gcd(out_channels, qk_channels)
+            heads = [n for n in range(1, common + 1) if common % n == 0]
+            widths = f"out_channels {out_channels}"
+            widths += f" and qk_channels {qk_channels}" if qk_channels != out_channels else ""
             raise ValueError(
-                f"halo: num_heads {num_heads} must divide out_channels {out_channels}; "
+                f"halo: num_heads {num_heads} must divide {widths}; "
                 f"heads that work: {', '.join(map(str, heads))}"
             )
         if block_size < 1 or halo_size < 0 or stride < 1 or block_size % stride:
@@ -74,11 +82,12 @@ class HaloAttention(nn.Module):
             )
         self.block_size, self.halo_size, self.stride = block_size, halo_size, stride
         self.num_heads = num_heads
-        self.head_dim = out_channels // num_heads
-        self.out_channels = out_channels
+        self.head_dim = qk_channels // num_heads  # of the queries and keys
+        self.out_channels, self.qk_channels = out_channels, qk_channels
         # Queries only where the output is: a strided 1x1 conv picks every stride-th pixel.
-        self.q = nn.Conv2d(channels, out_channels, 1, stride=stride, bias=False)
-        self.kv = nn.Conv2d(channels, 2 * out_channels, 1, bias=False)
+        self.q = nn.Conv2d(channels, qk_channels, 1, stride=stride, bias=False)
+        # Keys, then values, in one conv (one unfold of the halo windows).
+        self.kv = nn.Conv2d(channels, qk_channels + out_channels, 1, bias=False)
         window = block_size + 2 * halo_size
         query_block = block_size // stride
         self.rel_pos = RelativePosition2d(
@@ -114,7 +123,7 @@ class HaloAttention(nn.Module):
         batch, _, height, width = x.shape
         self._check_size(height, width)
         b, h, s = self.block_size, self.halo_size, self.stride
-        heads, dim = self.num_heads, self.head_dim
+        heads, dim, qk = self.num_heads, self.head_dim, self.qk_channels
         bq, window = b // s, b + 2 * h
         blocks_h, blocks_w = height // b, width // b
 
@@ -126,8 +135,10 @@ class HaloAttention(nn.Module):
 
         # Keys and values: each block's window, zero-padded at the borders.
         kv = F.unfold(self.kv(x), kernel_size=window, stride=b, padding=h)
-        kv = kv.reshape(batch, 2, heads, dim, window * window, blocks_h * blocks_w)
-        k, v = kv.permute(1, 0, 2, 5, 4, 3).unbind(0)  # (B, heads, blocks, window^2, d)
+        k, v = kv.unflatten(1, (-1, window * window)).split([qk, self.out_channels], 1)
+        k, v = (  # (B, heads, blocks, window^2, d) and (.., d_v)
+            t.unflatten(1, (heads, -1)).permute(0, 1, 4, 3, 2) for t in (k, v)
+        )
 
         # Logits (q k^T + q r^T) / sqrt(d): SDPA scales q k^T, the relative part is scaled here.
         inside = self._halo_mask(blocks_h, blocks_w, height, width, x.device)
@@ -135,6 +146,6 @@ class HaloAttention(nn.Module):
         # Heads and blocks share one batch axis: 4D attention, as ONNX's exporter wants it.
         out = ops.attend(*(t.flatten(1, 2) for t in (q, k, v, bias)))  # (B, heads*blocks, ..)
 
-        out = out.reshape(batch, heads, blocks_h, blocks_w, bq, bq, dim)
+        out = out.reshape(batch, heads, blocks_h, blocks_w, bq, bq, -1)
         out = out.permute(0, 1, 6, 2, 4, 3, 5)
         return out.reshape(batch, self.out_channels, blocks_h * bq, blocks_w * bq)

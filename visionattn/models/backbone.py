@@ -107,13 +107,14 @@ class Backbone(nn.Module):
         ``feature_info``: a :class:`FeatureInfo` of every level ``forward_levels`` returns;
         ``num_features``: the channels ``forward_head`` pools;
     and the class attributes:
-        ``head``: the modules only the classifier uses (dropped by ``features_only``);
-        ``classifier``: the final linear layer (a pretrained one of another width is skipped).
+        ``head_modules``: the modules only the classifier uses (``features_only`` drops them);
+        ``classifier_name``: the final linear layer (a pretrained one of another width is not
+        loaded).
     Then they call :meth:`finish`.
     """
 
-    head: tuple[str, ...] = ()
-    classifier: str = ""
+    head_modules: tuple[str, ...] = ()
+    classifier_name: str = ""
 
     def finish(self, features_only: bool, out_indices: Sequence[int] | None) -> None:
         """Keep the levels ``out_indices`` (default all) and drop the head if ``features_only``."""
@@ -128,9 +129,12 @@ class Backbone(nn.Module):
         self.features_only = features_only
         if features_only:
             self.feature_info = FeatureInfo(self.feature_info[i] for i in self.out_indices)
-            for name in self.head:
+            for name in self.head_modules:
                 parent, _, child = name.rpartition(".")
                 delattr(self.get_submodule(parent), child)
+
+    def get_classifier(self) -> nn.Module:
+        return self.get_submodule(self.classifier_name)
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The stem's output, then the output of every stage."""

@@ -136,8 +136,8 @@ class ResNet(Backbone):
         out_indices: which of those levels to return.
     """
 
-    head = ("avgpool", "dropout", "fc")
-    classifier = "fc"
+    head_modules = ("avgpool", "dropout", "fc")
+    classifier_name = "fc"
 
     def __init__(
         self,
