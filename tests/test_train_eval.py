@@ -173,16 +173,56 @@ def test_context_and_conv_plugins_train_from_the_command_line(overrides, tmp_pat
     assert max(column(read_metrics(run_dir), "val/acc1")) > 0.25 + 0.25  # chance is 0.25
 
 
-def test_a_plugin_that_cannot_take_the_maps_fails_before_training(tmp_path):
-    # HaloNet's 8x8 blocks on the 4x4 maps of a 32 px image's second stage.
-    result = run_script("train.py", "attn=halo", f"hydra.run.dir={tmp_path / 'run'}", tmp=tmp_path)
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # HaloNet's 8x8 blocks on the 4x4 maps of a 32 px image's second stage.
+        (
+            "attn=halo",
+            "halo at layer2.0: block_size 8 must divide the feature map, got 4x4; "
+            "block sizes that work here: 1, 2, 4",
+        ),
+        (
+            "model=halonet_h1",
+            "halonet_h1 takes images whose sides are multiples of 256 (block size 8 on the "
+            "stride-32 map), got 32x32",
+        ),
+    ],
+    ids=["plugin", "backbone"],
+)
+def test_maps_a_model_cannot_take_fail_before_training(override, message, tmp_path):
+    result = run_script("train.py", override, f"hydra.run.dir={tmp_path / 'run'}", tmp=tmp_path)
     assert result.returncode != 0
-    assert (
-        "halo at layer2.0: block_size 8 must divide the feature map, got 4x4; "
-        "block sizes that work here: 1, 2, 4" in result.stderr
-    )
+    assert message in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_starts_from_pretrained_weights_and_eval_needs_only_its_checkpoint(run, tmp_path):
+    run_dir, _ = run
+    start = tmp_path / "start.ckpt"
+    start.write_bytes((run_dir / "checkpoints" / "best.ckpt").read_bytes())
+    tuned = tmp_path / "tuned"
+    args = ["experiment=smoke", "trainer.max_epochs=1", f"model.pretrained={start}", "logger=csv"]
+    result = run_script("train.py", *args, f"hydra.run.dir={tuned}", tmp=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The same first epoch as the run's own, but from its trained weights: it starts where the
+    # run ended, far above where the run stood after its first epoch from scratch.
+    scratch = column(read_metrics(run_dir), "val/acc1")
+    [after] = column(read_metrics(tuned), "val/acc1")
+    assert after > max(scratch[0] + 0.1, max(scratch) - 0.1), (scratch, after)
+    start.unlink()  # eval rebuilds the model from the checkpoint alone
+    output = tmp_path / "eval.json"
+    ckpt = tuned / "checkpoints" / "last.ckpt"
+    evaluated = run_script(
+        "eval.py",
+        f"ckpt_path={ckpt}",
+        f"output={output}",
+        f"hydra.run.dir={tmp_path}",
+        tmp=tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(output.read_text())["acc1"] == pytest.approx(after, abs=1e-6)
 
 
 def test_bad_checkpoints_fail_on_one_line_naming_the_path(tmp_path):

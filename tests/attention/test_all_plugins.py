@@ -12,7 +12,9 @@ import torch
 from omegaconf import OmegaConf
 
 import visionattn
-from visionattn.attention import KINDS, create_attention, get_attention
+from visionattn.attention import KINDS, attention_factory, create_attention, get_attention
+from visionattn.attention.halo import HaloAttention
+from visionattn.models.halonet import HaloNet
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "attn"
 
@@ -140,18 +142,33 @@ def test_runs_under_torch_compile_without_graph_breaks(name):
     out.sum().backward()
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+# One small member of every backbone family, so that each plugin runs where each family puts it.
+BACKBONES: dict[str, dict] = {
+    "resnet18": {"channels": (16, 16, 32, 32), "zero_init_last": False},
+    "resnet50": {"channels": (16, 16, 32, 32), "zero_init_last": False},
+    "mobilenetv2_100": {},
+    "mobilenext_100": {},
+}
+
+
+def small_halonet(attn: dict, **kwargs) -> torch.nn.Module:
+    return HaloNet(
+        layers=(1, 1, 2, 1), channels=(16, 16, 32, 32), block_size=2, halo_size=1,
+        num_heads=(2, 2, 2, 2), attn=attention_factory(attn), zero_init_last=False, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", [*BACKBONES, "halonet"])
 @pytest.mark.parametrize("name", PLUGINS)
 def test_inside_every_backbone_forward_and_backward(name, arch):
-    model = visionattn.create_model(
-        arch,
-        attn=plugin_config(name),
-        num_classes=5,
-        channels=(16, 16, 32, 32),
-        img_size=64,
-        zero_init_last=False,
-    )
+    if arch == "halonet":
+        model = small_halonet(plugin_config(name), num_classes=5, img_size=64)
+    else:
+        model = visionattn.create_model(
+            arch, attn=plugin_config(name), num_classes=5, img_size=64, **BACKBONES[arch]
+        )
     plugins = [m for m in model.modules() if getattr(m, "kind", None) is not None]
+    plugins = [m for m in plugins if not isinstance(m, HaloAttention) or name == "halo"]
     assert plugins, f"{name} was placed nowhere in {arch}"
     for plugin in plugins:
         wake(plugin)

@@ -153,3 +153,39 @@ def test_context_plugins_keep_torchvision_weights_loadable():
         torchvision.models.resnet18().state_dict(), strict=False
     )
     assert not unexpected and missing and all(".context." in k for k in missing)
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "dilate"), [(16, [False, False, True]), (8, [False, True, True])]
+)
+def test_output_stride_dilates_as_torchvision_does(output_stride, dilate):
+    reference = torchvision.models.resnet50(replace_stride_with_dilation=dilate).eval()
+    model = create_model("resnet50", output_stride=output_stride).eval()
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+
+
+@pytest.mark.parametrize("output_stride", [32, 16, 8])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_features_have_the_channels_and_strides_they_claim(name, output_stride):
+    model = create_model(name, features_only=True, output_stride=output_stride, attn="nonlocal")
+    levels = model(torch.randn(1, 3, 64, 96))
+    info = model.feature_info
+    assert [f.shape[1] for f in levels] == info.channels()
+    assert [(f.shape[2], f.shape[3]) for f in levels] == [
+        (64 // r, 96 // r) for r in info.reduction()
+    ]
+    assert info.reduction() == [2, 4, 8, min(16, output_stride), min(32, output_stride)]
+    assert not hasattr(model, "fc")
+
+
+def test_out_indices_pick_levels_and_bad_ones_name_the_levels():
+    model = create_model("resnet18", features_only=True, out_indices=(1, -1)).eval()
+    assert model.feature_info.channels() == [64, 512]
+    assert [f.shape[1] for f in model(torch.randn(1, 3, 32, 32))] == [64, 512]
+    with pytest.raises(ValueError, match=r"must index the 5 feature levels .* \[2, 4, 8, 16, 32\]"):
+        create_model("resnet18", features_only=True, out_indices=(5,))
+    with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32, got 4"):
+        create_model("resnet18", output_stride=4)
