@@ -6,9 +6,13 @@ from visionattn.attention import create_attention, get_attention
 
 
 def test_lists():
-    assert {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"} <= set(
-        visionattn.list_models()
-    )
+    widths = ("035", "050", "075", "100", "140")
+    assert set(visionattn.list_models()) == {
+        *(f"resnet{depth}" for depth in (18, 34, 50, 101, 152)),
+        *(f"mobilenetv2_{width}" for width in widths),
+        *(f"mobilenext_{width}" for width in widths),
+        *(f"halonet_h{size}" for size in range(8)),
+    }
     assert "se" in visionattn.list_attentions()
     assert visionattn.list_models() == sorted(visionattn.list_models())
 

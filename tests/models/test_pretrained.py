@@ -58,6 +58,23 @@ def test_timm_se_resnet_loads_into_our_se_plugin(tmp_path):
     same_outputs(create_model("resnet50", attn="se", pretrained=path), reference)
 
 
+@pytest.mark.parametrize("width", ["050", "100"])
+def test_mobilenetv2_from_torchvision_and_timm(tmp_path, width):
+    torchvision_model = torchvision.models.mobilenet_v2(width_mult=int(width) / 100)
+    timm_model = timm.create_model(f"mobilenetv2_{width}")
+    for reference in (torchvision_model, timm_model):
+        path = saved(tmp_path, reference.state_dict())
+        same_outputs(create_model(f"mobilenetv2_{width}", pretrained=path), reference)
+
+
+def test_a_context_plugin_in_mobilenetv2_keeps_the_pretrained_outputs(tmp_path):
+    reference = torchvision.models.mobilenet_v2()
+    path = saved(tmp_path, reference.state_dict())
+    model = create_model("mobilenetv2_100", attn="nonlocal", img_size=64, pretrained=path)
+    assert any(getattr(m, "kind", None) == "context" for m in model.modules())
+    same_outputs(model, reference)
+
+
 def test_safetensors_files_load(tmp_path, resnet18):
     path = tmp_path / "model.safetensors"
     save_file(resnet18.state_dict(), path)
