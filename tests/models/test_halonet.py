@@ -3,10 +3,10 @@ import timm
 import torch
 from torch import nn
 
+from tests.models.recorder import Recorder, recording
 from visionattn import create_model
-from visionattn.attention import AttentionSpec, attention_factory
+from visionattn.attention import attention_factory
 from visionattn.attention.halo import HaloAttention
-from visionattn.attention.placement import Placement
 from visionattn.attention.se import SqueezeExcite
 from visionattn.models.halonet import HaloBlock, HaloNet
 
@@ -146,31 +146,10 @@ def test_features_only_levels_are_what_feature_info_says(out_indices):
         assert info.module_name() == ["act1", "layer1", "layer2", "layer3", "layer4"]
 
 
-class _Recorder(nn.Module):
-    """A stand-in plugin that records what the block built it with and what it was given."""
-
-    kind = "gate"
-
-    def __init__(self, channels: int, *, feat_size=None, out_channels=None, stride=1) -> None:
-        super().__init__()
-        self.channels, self.out_channels, self.feat_size, self.stride = (
-            channels, out_channels, feat_size, stride,
-        )  # fmt: skip
-        if self.kind == "conv":
-            self.conv = nn.Conv2d(channels, out_channels, 3, stride, 1, bias=False)
-
-    def forward(self, x):
-        self.seen = tuple(x.shape[1:])
-        return self.conv(x) if self.kind == "conv" else x
-
-
-def _placed(kind: str, stages="all", blocks="all", size=(64, 128)) -> dict[str, _Recorder]:
-    plugin = type(f"{kind}_recorder", (_Recorder,), {"kind": kind})
-    model = tiny(
-        attn=AttentionSpec(kind, plugin, placement=Placement(stages, blocks)), img_size=size
-    )
+def _placed(kind: str, stages="all", blocks="all", size=(64, 128)) -> dict[str, Recorder]:
+    model = tiny(attn=recording(kind, stages, blocks), img_size=size)
     model(torch.randn(1, 3, *size))
-    return {name: m for name, m in model.named_modules() if isinstance(m, plugin)}
+    return {name: m for name, m in model.named_modules() if isinstance(m, Recorder)}
 
 
 def test_each_kind_of_plugin_goes_in_its_place():

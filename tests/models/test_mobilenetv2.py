@@ -4,10 +4,9 @@ import torch
 import torchvision
 from torch import nn
 
+from tests.models.recorder import Recorder, recording
 from visionattn import create_model
-from visionattn.attention import AttentionSpec
 from visionattn.attention.coordatt import CoordinateAttention
-from visionattn.attention.placement import Placement
 from visionattn.models.mobilenetv2 import InvertedResidual
 
 WIDTHS = {"035": 0.35, "050": 0.5, "075": 0.75, "100": 1.0, "140": 1.4}
@@ -46,33 +45,16 @@ def test_classifier_starts_as_torchvisions():
     assert model.num_features == 1280 and create_model("mobilenetv2_140").num_features == 1792
 
 
-class _Recorder(nn.Module):
-    """A stand-in plugin that records what the backbone built it with and what it was given."""
-
-    kind = "gate"
-
-    def __init__(self, channels: int, *, feat_size=None, out_channels=None, stride=1) -> None:
-        super().__init__()
-        self.channels, self.feat_size, self.stride = channels, feat_size, stride
-        if self.kind == "conv":
-            self.conv = nn.Conv2d(channels, out_channels, 3, stride, 1, bias=False)
-
-    def forward(self, x):
-        self.seen = tuple(x.shape[1:])
-        return self.conv(x) if self.kind == "conv" else x
-
-
 def _model(kind: str, stages="all", blocks="all", **kwargs) -> nn.Module:
-    plugin = type(f"{kind}_recorder", (_Recorder,), {"kind": kind})
-    spec = AttentionSpec(kind, plugin, placement=Placement(stages, blocks))
+    spec = recording(kind, stages, blocks)
     model = create_model("mobilenetv2_100", attn=spec, num_classes=3, img_size=(64, 48), **kwargs)
     model.eval()(torch.randn(1, 3, 64, 48))
     return model
 
 
-def _placed(kind: str, stages="all", blocks="all", **kwargs) -> dict[str, _Recorder]:
+def _placed(kind: str, stages="all", blocks="all", **kwargs) -> dict[str, Recorder]:
     model = _model(kind, stages, blocks, **kwargs)
-    return {name: m for name, m in model.named_modules() if isinstance(m, _Recorder)}
+    return {name: m for name, m in model.named_modules() if isinstance(m, Recorder)}
 
 
 def test_a_gate_after_the_depthwise_conv_of_every_block():
@@ -111,10 +93,10 @@ def test_context_goes_after_the_block_where_the_default_places_it():
 def test_a_conv_plugin_replaces_the_depthwise_conv_and_keeps_its_norm():
     model = _model("conv")
     strided = model.features[2].conv[1][0]
-    assert isinstance(strided, _Recorder)
+    assert isinstance(strided, Recorder)
     assert (strided.channels, strided.stride, strided.seen) == (96, 2, (96, 32, 24))
     first = model.features[1].conv[0][0]  # t=1: the depthwise conv comes first
-    assert isinstance(first, _Recorder) and (first.channels, first.stride) == (32, 1)
+    assert isinstance(first, Recorder) and (first.channels, first.stride) == (32, 1)
     kept = model.features[2].conv[1]
     assert isinstance(kept[1], nn.BatchNorm2d) and isinstance(kept[2], nn.ReLU6)
 

@@ -4,9 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.models.recorder import Recorder, recording
 from visionattn import create_model
-from visionattn.attention import AttentionSpec
-from visionattn.attention.placement import Placement
 from visionattn.models.mobilenetv2 import make_divisible
 from visionattn.models.mobilenext import SandglassBlock
 
@@ -122,28 +121,11 @@ def test_every_block_has_the_authors_layout():
         assert [_layout(block) for block in model.features[1:]] == expected
 
 
-class _Recorder(nn.Module):
-    """A stand-in plugin that records what the backbone built it with and what it was given."""
-
-    kind = "gate"
-
-    def __init__(self, channels: int, *, feat_size=None, out_channels=None, stride=1) -> None:
-        super().__init__()
-        self.channels, self.feat_size, self.stride = channels, feat_size, stride
-        if self.kind == "conv":
-            self.conv = nn.Conv2d(channels, out_channels, 3, stride, 1, bias=False)
-
-    def forward(self, x):
-        self.seen = tuple(x.shape[1:])
-        return self.conv(x) if self.kind == "conv" else x
-
-
-def _placed(kind: str, stages="all", blocks="all", **kwargs) -> dict[str, _Recorder]:
-    plugin = type(f"{kind}_recorder", (_Recorder,), {"kind": kind})
-    spec = AttentionSpec(kind, plugin, placement=Placement(stages, blocks))
+def _placed(kind: str, stages="all", blocks="all", **kwargs) -> dict[str, Recorder]:
+    spec = recording(kind, stages, blocks)
     model = create_model("mobilenext_050", attn=spec, num_classes=3, img_size=(64, 48), **kwargs)
     model.eval()(torch.randn(1, 3, 64, 48))
-    return {name: m for name, m in model.named_modules() if isinstance(m, plugin)}
+    return {name: m for name, m in model.named_modules() if isinstance(m, Recorder)}
 
 
 def test_a_gate_after_the_first_depthwise_conv_or_at_the_end():

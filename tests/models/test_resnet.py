@@ -4,6 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
+from tests.models.recorder import Recorder, recording
 from visionattn import create_model
 from visionattn.attention import AttentionSpec
 from visionattn.attention.placement import Placement
@@ -85,30 +86,13 @@ def test_backbone_init_leaves_the_plugins_own_init_alone():
     assert all(p.norm.weight.abs().sum() == 0 for p in plugins)
 
 
-class _Recorder(nn.Module):
-    """A stand-in plugin that records what the backbone built it with and what it was given."""
-
-    kind = "gate"
-
-    def __init__(self, channels: int, *, feat_size=None, out_channels=None, stride=1) -> None:
-        super().__init__()
-        self.channels, self.feat_size, self.stride = channels, feat_size, stride
-        if self.kind == "conv":
-            self.conv = nn.Conv2d(channels, out_channels, 3, stride, 1, bias=False)
-
-    def forward(self, x):
-        self.seen = tuple(x.shape[1:])
-        return self.conv(x) if self.kind == "conv" else x
-
-
-def _placed(kind: str, arch: str, stages="all", blocks="all") -> dict[str, _Recorder]:
-    plugin = type(f"{kind}_recorder", (_Recorder,), {"kind": kind})
-    spec = AttentionSpec(kind, plugin, placement=Placement(stages, blocks))
+def _placed(kind: str, arch: str, stages="all", blocks="all") -> dict[str, Recorder]:
+    spec = recording(kind, stages, blocks)
     model = create_model(
         arch, attn=spec, num_classes=3, channels=(8, 16, 32, 64), img_size=(64, 48)
     )
     model(torch.randn(1, 3, 64, 48))
-    return {name: m for name, m in model.named_modules() if isinstance(m, plugin)}
+    return {name: m for name, m in model.named_modules() if isinstance(m, Recorder)}
 
 
 def test_each_kind_goes_in_its_place():
