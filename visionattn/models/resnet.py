@@ -231,21 +231,21 @@ class ResNet(Backbone):
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
-def resnet18(**kwargs) -> ResNet:
-    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+def resnet18(layers: Sequence[int] = (2, 2, 2, 2), **kwargs) -> ResNet:
+    return ResNet(BasicBlock, layers, **kwargs)
 
 
-def resnet34(**kwargs) -> ResNet:
-    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+def resnet34(layers: Sequence[int] = (3, 4, 6, 3), **kwargs) -> ResNet:
+    return ResNet(BasicBlock, layers, **kwargs)
 
 
-def resnet50(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+def resnet50(layers: Sequence[int] = (3, 4, 6, 3), **kwargs) -> ResNet:
+    return ResNet(Bottleneck, layers, **kwargs)
 
 
-def resnet101(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 23, 3), **kwargs)
+def resnet101(layers: Sequence[int] = (3, 4, 23, 3), **kwargs) -> ResNet:
+    return ResNet(Bottleneck, layers, **kwargs)
 
 
-def resnet152(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 8, 36, 3), **kwargs)
+def resnet152(layers: Sequence[int] = (3, 8, 36, 3), **kwargs) -> ResNet:
+    return ResNet(Bottleneck, layers, **kwargs)
