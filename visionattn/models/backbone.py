@@ -8,6 +8,7 @@ layers, and implements ``forward_levels`` (the stem's output, then each stage's)
 """
 
 from collections.abc import Callable, Sequence
+from itertools import islice
 
 import torch
 from torch import nn
@@ -58,6 +59,19 @@ def spatial_op(
     return attn(
         channels, out_channels=out_channels, stride=stride, feat_size=feat_size, where=where
     )
+
+
+def sequential_levels(
+    layers: nn.Sequential, x: torch.Tensor, ends: Sequence[int]
+) -> list[torch.Tensor]:
+    """The outputs of ``layers[i]`` for each ``i`` in ``ends``; the layers after the last one
+    (a head's) do not run."""
+    levels = []
+    for i, layer in enumerate(islice(layers, ends[-1] + 1)):
+        x = layer(x)
+        if i in ends:
+            levels.append(x)
+    return levels
 
 
 class OutputStride:

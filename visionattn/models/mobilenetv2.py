@@ -11,7 +11,6 @@ ReLU6.
 """
 
 from collections.abc import Sequence
-from itertools import islice
 
 import torch
 from torch import nn
@@ -24,6 +23,7 @@ from visionattn.models.backbone import (
     ceil_div,
     init_weights,
     plugin_or_identity,
+    sequential_levels,
     spatial_op,
     to_size,
 )
@@ -178,13 +178,7 @@ class MobileNetV2(Backbone):
         self.finish(features_only, out_indices)
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        levels = []
-        # features.18 belongs to the head: stop after the last level's block
-        for i, layer in enumerate(islice(self.features, self.level_ends[-1] + 1)):
-            x = layer(x)
-            if i in self.level_ends:
-                levels.append(x)
-        return levels
+        return sequential_levels(self.features, x, self.level_ends)  # features.18 is the head
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features[-1](x)

@@ -29,6 +29,7 @@ from visionattn.models.backbone import (
     ceil_div,
     init_weights,
     plugin_or_identity,
+    sequential_levels,
     spatial_op,
     to_size,
 )
@@ -205,12 +206,7 @@ class MobileNeXt(Backbone):
         self.finish(features_only, out_indices)
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        levels = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.level_ends:
-                levels.append(x)
-        return levels
+        return sequential_levels(self.features, x, self.level_ends)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
