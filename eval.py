@@ -1,9 +1,12 @@
 """Evaluate a checkpoint on its validation split: ``python eval.py ckpt_path=CKPT [output=FILE]``.
 
-Prints accuracy and cost and writes them as JSON (keys acc1, acc5, loss, throughput,
-throughput_per_device, step_time, data_time, peak_memory_mb, params, flops, images, precision):
-accuracies are fractions, throughput in images/s, times in seconds, memory in MiB, FLOPs per
-image. It runs at the precision the checkpoint was trained with unless trainer.precision says.
+Prints the task's scores and the cost, and writes them as JSON: for classification ``acc1``,
+``acc5``, ``loss``; for segmentation ``miou``, ``pixel_acc``, ``per_class_iou`` (class name to IoU,
+null where a class is in neither labels nor predictions), ``loss`` and the ``inference`` settings;
+then for both ``throughput``, ``throughput_per_device``, ``step_time``, ``data_time``,
+``peak_memory_mb``, ``params``, ``flops``, ``images``, ``precision``. Accuracies are fractions,
+throughput in images/s, times in seconds, memory in MiB, FLOPs per image. It runs at the
+precision the checkpoint was trained with unless trainer.precision says.
 """
 
 from pathlib import Path
@@ -17,55 +20,76 @@ def main(cfg: DictConfig) -> None:
     # Imported here so that a mistyped option fails at once, before torch loads.
     from hydra.utils import instantiate
 
-    from visionattn.callbacks import CostMonitor
+    from visionattn.callbacks import CostMonitor, SegmentationOverlays
     from visionattn.checkpoint import (
         CheckpointError,
         instantiate_trusted,
         load_checkpoint,
         run_config,
     )
+    from visionattn.data import DatasetError
     from visionattn.report import cost_rows, display_path, percent, print_report, write_json
 
     try:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         trained = run_config(checkpoint, cfg.ckpt_path)
-        data_config = OmegaConf.to_container(OmegaConf.merge(trained["data"], cfg.data))
+        moved = {key: value for key, value in cfg.data.items() if value is not None}
+        data_config = OmegaConf.to_container(OmegaConf.merge(trained["data"], moved))
         datamodule = instantiate_trusted(data_config)
         # The weights come from the checkpoint: the file the run started from is not needed.
-        task = instantiate_trusted(
-            {**trained["task"], "model": {**trained["task"]["model"], "pretrained": None}}
-        )
+        task_config = {**trained["task"], "model": {**trained["task"]["model"], "pretrained": None}}
+        inference = {k: v for k, v in cfg.inference.items() if v is not None}
+        if inference:
+            if "inference" not in task_config:
+                raise SystemExit("error: inference.* applies to segmentation checkpoints only")
+            task_config["inference"] = {**task_config["inference"], **inference}
+        task = instantiate_trusted(task_config)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     task.load_state_dict(checkpoint["state_dict"])
 
+    output = Path(cfg.output or Path(cfg.paths.output_dir) / "eval.json")
     cost = CostMonitor()
+    callbacks = [cost]
+    if cfg.overlays:
+        if task.data_kind != "segmentation":
+            raise SystemExit("error: overlays=N applies to segmentation checkpoints only")
+        callbacks.append(SegmentationOverlays(cfg.overlays, output.parent / "overlays"))
     precision = cfg.trainer.precision or trained["trainer"]["precision"]
     trainer = instantiate(
-        cfg.trainer, precision=precision, logger=False, callbacks=[cost], enable_checkpointing=False
+        cfg.trainer,
+        precision=precision,
+        logger=False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
     )
-    [metrics] = trainer.validate(task, datamodule=datamodule, verbose=False)
+    try:
+        [metrics] = trainer.validate(task, datamodule=datamodule, verbose=False)
+    except DatasetError as e:  # data.root moved or incomplete
+        raise SystemExit(f"error: {e}") from None
 
+    summary = task.summary(metrics)
     result = {
         "ckpt_path": str(Path(cfg.ckpt_path).absolute()),
-        "acc1": metrics["val/acc1"],
-        "acc5": metrics["val/acc5"],
-        "loss": metrics["val/loss"],
+        **summary,
         **cost.val_summary,
         "params": cost.params,
         "flops": cost.flops,
         "precision": str(precision),
     }
-    output = Path(cfg.output or Path(cfg.paths.output_dir) / "eval.json")
     write_json(output, result)
     rows = [
         ("images", f"{result['images']} (validation split)"),
-        ("val acc1", percent(result["acc1"])),
-        ("val acc5", percent(result["acc5"])),
+        *task.summary_rows(summary),
         *cost_rows(cost.val_summary, cost.params, cost.flops),
         ("results", display_path(output)),
     ]
+    if cfg.overlays:
+        rows.append(("overlays", display_path(output.parent / "overlays")))
     print_report(display_path(cfg.ckpt_path), rows)
+    if "per_class_iou" in summary:
+        per_class = summary["per_class_iou"].items()
+        print_report("IoU per class", [(name, percent(iou)) for name, iou in per_class])
 
 
 if __name__ == "__main__":

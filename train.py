@@ -22,7 +22,8 @@ def main(cfg: DictConfig) -> float | None:
 
     from visionattn.callbacks import CostMonitor, StoreConfig
     from visionattn.checkpoint import CheckpointError, load_checkpoint
-    from visionattn.report import cost_rows, display_path, eval_command, percent, print_report
+    from visionattn.data import DatasetError
+    from visionattn.report import cost_rows, display_path, eval_command, print_report
 
     if cfg.ckpt_path:
         try:
@@ -48,7 +49,10 @@ def main(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(config)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     started = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    except DatasetError as e:  # raised by the datamodule's setup, before the first step
+        raise SystemExit(f"error: {e}") from None
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -57,8 +61,7 @@ def main(cfg: DictConfig) -> float | None:
     best = None if best is None else float(best)
     cost = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), CostMonitor())
     rows = [
-        ("val acc1", f"{percent(metrics.get('val/acc1'))} last epoch, {percent(best)} best"),
-        ("val acc5", percent(metrics.get("val/acc5"))),
+        *task.summary_rows(task.summary(metrics), best),
         *cost_rows(cost.train_summary, cost.params, cost.flops),
         ("wall time", f"{minutes} min {seconds} s (training and validation)"),
         ("run dir", display_path(output_dir)),
@@ -72,7 +75,10 @@ def main(cfg: DictConfig) -> float | None:
 
         wandb.finish()
     choices = HydraConfig.get().runtime.choices
-    title = f"{choices['model']} + {choices['attn']} on {choices['data']}"
+    title = f"{choices['model']} + {choices['attn']}"
+    if "head" in choices:
+        title += f" ({choices['head']} head)"
+    title += f" on {choices['data']}"
     title += f", {trainer.current_epoch} epochs"
     if trainer.is_global_zero:
         print_report(title, rows, footer)

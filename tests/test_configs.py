@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 import visionattn
 from tests.helpers import CONFIGS, compose_config, run_script
+from visionattn.segmentation.heads import get_head
 
 GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONFIGS / g).glob("*.yaml"))]
@@ -36,9 +37,20 @@ def build_model(cfg) -> torch.nn.Module:
     )
 
 
+# Options that only exist in the segmentation task (the task brings the head group), and datasets
+# that live on disk.
+SEGMENTATION = {"head", "data/voc", "data/cityscapes", "data/ade20k", "data/shapes_segmentation"}
+ON_DISK = {"voc", "cityscapes", "ade20k"}
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes(group, option, tmp_path):
-    cfg = compose_config([f"{group}={option}", f"paths.output_dir={tmp_path}"])
+    overrides = [f"{group}={option}", f"paths.output_dir={tmp_path}"]
+    if group in SEGMENTATION or f"{group}/{option}" in SEGMENTATION:
+        overrides.append("task=segmentation")
+    if group == "data" and option in ON_DISK:
+        overrides.append(f"data.root={tmp_path}")
+    cfg = compose_config(overrides)
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     if group == "model":
         if option in MODEL_SIZE:
@@ -57,6 +69,9 @@ def test_every_option_composes(group, option, tmp_path):
         assert any(getattr(m, "kind", None) for m in model.modules())
     if group == "data":
         assert instantiate(cfg.data).num_classes == cfg.data.num_classes
+    if group == "head":
+        task = instantiate(cfg.task)
+        assert isinstance(task.model.decode_head, get_head(option))
     if group in ("callbacks", "logger"):
         built = [instantiate(c) for c in (cfg[group] or {}).values()]
         assert all(not isinstance(b, dict) for b in built)

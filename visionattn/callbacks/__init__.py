@@ -1,6 +1,7 @@
 """Lightning callbacks, one idea a file."""
 
 from visionattn.callbacks.cost_monitor import CostMonitor
+from visionattn.callbacks.segmentation_overlays import SegmentationOverlays
 from visionattn.callbacks.store_config import CONFIG_KEY, StoreConfig
 
-__all__ = ["CONFIG_KEY", "CostMonitor", "StoreConfig"]
+__all__ = ["CONFIG_KEY", "CostMonitor", "SegmentationOverlays", "StoreConfig"]

@@ -25,6 +25,8 @@ class ImageDataModule(L.LightningDataModule):
     dataset has one.
     """
 
+    # What the batches are for; a task refuses data of another kind before training starts.
+    kind = "classification"
     num_classes: int
     train_set: Dataset
     val_set: Dataset
@@ -68,10 +70,10 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)
 
-    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size or self.batch_size,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,

@@ -1,18 +1,15 @@
 """Image classification: cross-entropy, top-1 and top-5 accuracy, timm optimiser and schedule."""
 
-import math
-
-import lightning as L
 import torch
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from visionattn.models import create_model
+from visionattn.report import percent
+from visionattn.tasks.task import Task
 
 
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(Task):
     """Trains ``create_model(**model, attn=attn, num_classes=num_classes)``.
 
     Every argument is plain data and is saved in the checkpoint, so the model can be rebuilt from
@@ -22,11 +19,11 @@ class ClassificationTask(L.LightningModule):
         model: ``name`` and backbone arguments for :func:`visionattn.create_model`.
         attn: the plugin config (``name`` and its knobs), or None.
         num_classes: classifier outputs.
-        optimizer: arguments of ``timm.optim.create_optimizer_v2`` (``opt``, ``lr``, ...).
-        scheduler: arguments of ``timm.scheduler.create_scheduler_v2`` (``sched``,
-            ``warmup_epochs``, ...); its length is the trainer's ``max_epochs``, stepped per update.
+        optimizer, scheduler: see :class:`~visionattn.tasks.task.Task`.
         label_smoothing: of the cross-entropy.
     """
+
+    data_kind = "classification"
 
     def __init__(
         self,
@@ -53,8 +50,7 @@ class ClassificationTask(L.LightningModule):
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels)
         )
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=len(labels))
+        self.log_lr(len(labels))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -69,28 +65,11 @@ class ClassificationTask(L.LightningModule):
         }
         self.log_dict(metrics, prog_bar=True, sync_dist=True, batch_size=len(labels))
 
-    def configure_optimizers(self) -> dict:
-        optimizer = create_optimizer_v2(self.model, **self.hparams.optimizer)
-        # Length the schedule by epochs x updates per epoch, not by max_steps, so that stopping a
-        # run early (max_steps) and resuming it replays the same learning rates.
-        self.trainer.estimated_stepping_batches  # noqa: B018 - loads the train loader to count it
-        updates_per_epoch = math.ceil(
-            self.trainer.num_training_batches / self.trainer.accumulate_grad_batches
-        )
-        scheduler, _ = create_scheduler_v2(
-            optimizer,
-            num_epochs=self.trainer.max_epochs,
-            step_on_epochs=False,
-            updates_per_epoch=updates_per_epoch,
-            **self.hparams.scheduler,
-        )
-        if scheduler is None:
-            return {"optimizer": optimizer}
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+    def summary(self, metrics: dict[str, float]) -> dict:
+        return {key: metrics.get(f"val/{key}") for key in ("acc1", "acc5", "loss")}
 
-    def lr_scheduler_step(self, scheduler, metric) -> None:
-        # timm schedulers are stepped with the number of updates done so far.
-        scheduler.step_update(num_updates=self.global_step)
+    def summary_rows(self, summary: dict, best: float | None = None) -> list[tuple[str, str]]:
+        acc1 = percent(summary["acc1"])
+        if best is not None:
+            acc1 += f" last epoch, {percent(best)} best"
+        return [("val acc1", acc1), ("val acc5", percent(summary["acc5"]))]
