@@ -130,6 +130,13 @@ def test_a_stage_the_backbone_lacks_is_a_clear_error():
         create_model("resnet18", attn={"name": "se", "stages": [5]})
 
 
+def test_a_placement_that_selects_no_block_is_a_clear_error():
+    # CGNL's place, the block before the last of stage 3, does not exist with one block a stage.
+    attn = {"name": "cgnl", "stages": [3], "blocks": [-2]}
+    with pytest.raises(ValueError, match=r"selects no block of resnet18: set attn.stages"):
+        create_model("resnet18", attn=attn, layers=[1, 1, 1, 1])
+
+
 def test_context_plugins_keep_torchvision_weights_loadable():
     # A context plugin adds keys after the block and renames none of the backbone's.
     model = create_model("resnet18", attn={"name": "sagan", "blocks": "all"})

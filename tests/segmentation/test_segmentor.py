@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.attention.test_all_plugins import plugin_config
+import visionattn
+from tests.attention.test_all_plugins import plugin_config, wake
 from visionattn.attention.ccnet import CrissCrossAttention
 from visionattn.attention.linformer import LinformerAttention
 from visionattn.attention.se import SqueezeExcite
@@ -209,3 +210,26 @@ def test_a_tiny_segmentor_memorises_two_images():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", visionattn.list_attentions())
+def test_every_plugin_works_in_a_dilated_backbone(name):
+    """With attn_at=backbone at output stride 8 each plugin sits in blocks whose maps stay at
+    1/8 (sized plugins get that size), and trains."""
+    model_config = tiny_resnet(channels=[16, 32, 64, 128])
+    attn = plugin_config(name)
+    if attn["blocks"] == [-2]:  # CGNL's place, before the last block, needs two blocks a stage
+        attn["blocks"] = "all"
+    model = create_segmentor(model_config, FCN, attn, 3, attn_at="backbone")
+    placed = plugins(model.backbone)
+    assert placed, f"{name} was placed nowhere"
+    for plugin in placed:
+        wake(plugin)
+    for m in model.modules():  # the blocks' last norms start at zero (zero_init_residual)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+    out = model.train()(torch.randn(2, 3, 64, 64))
+    assert out["out"].shape == (2, 3, 8, 8)
+    F.cross_entropy(out["out"], torch.randint(0, 3, (2, 8, 8))).backward()
+    grads = [p.grad for plugin in placed for p in plugin.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0

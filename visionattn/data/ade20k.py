@@ -5,7 +5,7 @@ Zhou et al., "Scene Parsing through ADE20K Dataset", CVPR 2017, http://scenepars
 here 0 becomes ignored (255) and the classes 0 to 149, mmsegmentation's ``reduce_zero_label``.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +13,9 @@ from torch.utils.data import Dataset
 
 from visionattn.data.segmentation import (
     IGNORE_INDEX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     DatasetError,
     LabelledImages,
     SegmentationDataModule,
-    Size,
     check_pairs,
     download,
     voc_palette,
@@ -96,8 +93,7 @@ class ADE20KDataModule(SegmentationDataModule):
         root: where ADEChallengeData2016 is (see :class:`ADE20KSegmentation`), or goes with
             ``download``.
         download: fetch ADEChallengeData2016.zip (1 GB) into ``root`` if it is not there.
-        image_size, base_size, scale_range, test_size, batch_size, val_batch_size, num_workers,
-            seed, mean, std, num_classes: see :class:`SegmentationDataModule`.
+        **kwargs: the crop and loader settings of :class:`SegmentationDataModule`.
     """
 
     num_classes = len(ADE20K_CLASSES)
@@ -105,23 +101,13 @@ class ADE20KDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str | Path,
-        image_size: Size = 512,
-        base_size: Size | None = (2048, 512),
-        scale_range: Sequence[float] = (0.5, 2.0),
-        test_size: Size | None = (2048, 512),
+        *,
         download: bool = False,
-        batch_size: int = 8,
-        val_batch_size: int = 1,
-        num_workers: int = 4,
-        seed: int = 0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        num_classes: int | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            image_size, base_size, scale_range, test_size, batch_size, val_batch_size,
-            num_workers, seed, mean, std, num_classes,
-        )  # fmt: skip
+        # mmsegmentation's settings for this dataset, unless the config says otherwise.
+        settings = dict(image_size=512, base_size=(2048, 512), test_size=(2048, 512))
+        super().__init__(**(settings | kwargs))
         self.class_names, self.palette = list(ADE20K_CLASSES), voc_palette(len(ADE20K_CLASSES))
         self.root, self.download = Path(root).expanduser(), download
 

@@ -5,7 +5,7 @@ the benchmark scores 19 of them (its "train ids"), the rest are ignored. The tab
 torchvision's ``Cityscapes.classes``, the official one, with names and colours.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,9 @@ from torchvision.datasets import Cityscapes as _Official
 
 from visionattn.data.segmentation import (
     IGNORE_INDEX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     DatasetError,
     LabelledImages,
     SegmentationDataModule,
-    Size,
     check_pairs,
 )
 
@@ -80,8 +77,7 @@ class CityscapesDataModule(SegmentationDataModule):
     Args:
         root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
         download: true only fails: Cityscapes needs a login; the error says what to fetch.
-        image_size, base_size, scale_range, test_size, batch_size, val_batch_size, num_workers,
-            seed, mean, std, num_classes: see :class:`SegmentationDataModule`.
+        **kwargs: the crop and loader settings of :class:`SegmentationDataModule`.
     """
 
     num_classes = len(CITYSCAPES_CLASSES)
@@ -89,23 +85,12 @@ class CityscapesDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str | Path,
-        image_size: Size = (512, 1024),
-        base_size: Size | None = (2048, 1024),
-        scale_range: Sequence[float] = (0.5, 2.0),
-        test_size: Size | None = None,
+        *,
         download: bool = False,
-        batch_size: int = 8,
-        val_batch_size: int = 1,
-        num_workers: int = 4,
-        seed: int = 0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        num_classes: int | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            image_size, base_size, scale_range, test_size, batch_size, val_batch_size,
-            num_workers, seed, mean, std, num_classes,
-        )  # fmt: skip
+        # mmsegmentation's settings for this dataset, unless the config says otherwise.
+        super().__init__(**(dict(image_size=(512, 1024), base_size=(2048, 1024)) | kwargs))
         self.class_names, self.palette = list(CITYSCAPES_CLASSES), list(CITYSCAPES_PALETTE)
         self.root, self.download = Path(root).expanduser(), download
 

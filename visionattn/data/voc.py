@@ -7,19 +7,16 @@ detectors", ICCV 2011) in mmsegmentation's layout, the usual protocol; validatio
 1,449 images.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from torch.utils.data import Dataset
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 
 from visionattn.data.segmentation import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     DatasetError,
     LabelledImages,
     SegmentationDataModule,
-    Size,
     check_pairs,
     download,
     voc_palette,
@@ -89,8 +86,7 @@ class VOCDataModule(SegmentationDataModule):
         root: where VOC 2012 is (see :class:`VOCSegmentation`), or goes with ``download``.
         aug: train on the SBD-augmented set (see :class:`VOCSegmentation`).
         download: fetch VOC 2012 (2 GB) into ``root`` if it is not there; SBD is not fetched.
-        image_size, base_size, scale_range, test_size, batch_size, val_batch_size, num_workers,
-            seed, mean, std, num_classes: see :class:`SegmentationDataModule`.
+        **kwargs: the crop and loader settings of :class:`SegmentationDataModule`.
     """
 
     num_classes = len(VOC_CLASSES)
@@ -98,24 +94,14 @@ class VOCDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str | Path,
-        image_size: Size = 512,
-        base_size: Size | None = (2048, 512),
-        scale_range: Sequence[float] = (0.5, 2.0),
-        test_size: Size | None = (2048, 512),
+        *,
         aug: bool = False,
         download: bool = False,
-        batch_size: int = 8,
-        val_batch_size: int = 1,
-        num_workers: int = 4,
-        seed: int = 0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        num_classes: int | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            image_size, base_size, scale_range, test_size, batch_size, val_batch_size,
-            num_workers, seed, mean, std, num_classes,
-        )  # fmt: skip
+        # mmsegmentation's settings for this dataset, unless the config says otherwise.
+        settings = dict(image_size=512, base_size=(2048, 512), test_size=(2048, 512))
+        super().__init__(**(settings | kwargs))
         self.class_names, self.palette = list(VOC_CLASSES), voc_palette(len(VOC_CLASSES))
         self.root, self.aug, self.download = Path(root).expanduser(), aug, download
 

@@ -57,13 +57,20 @@ def create_model(
             MobileNetV2, MobileNeXt).
         **kwargs: passed to the backbone (``img_size``, ``drop_rate``, ``out_indices``, ...).
     """
+    spec = attention_factory(attn)
     model = _builder(name)(
         num_classes=num_classes,
-        attn=attention_factory(attn),
+        attn=spec,
         features_only=features_only,
         output_stride=output_stride,
         **kwargs,
     )
+    if spec is not None and not any(hasattr(m, "kind") for m in model.modules()):
+        raise ValueError(
+            f"attn={spec.name} with stages={spec.placement.stages} and "
+            f"blocks={spec.placement.blocks} selects no block of {name}: set attn.stages and "
+            "attn.blocks to blocks it has"
+        )
     if pretrained:
         load_pretrained(model, pretrained, name)
     return model
