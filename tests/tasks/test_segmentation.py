@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from visionattn.data import ShapesDataModule, ShapesSegmentationDataModule
+from visionattn.segmentation.loss import segmentation_loss
 from visionattn.tasks import ClassificationTask, SegmentationTask
 
 TINY_MODEL = {"name": "resnet18", "layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64],
@@ -59,6 +60,17 @@ def test_the_loss_adds_the_auxiliary_head_at_its_weight():
     torch.testing.assert_close(losses["decode"], cross_entropy(outputs["out"]))
     torch.testing.assert_close(losses["aux"], cross_entropy(outputs["aux"]))
     torch.testing.assert_close(losses["loss"], losses["decode"] + 0.4 * losses["aux"])
+
+
+def test_ohem_from_the_config_reaches_both_losses():
+    ohem = {"thresh": 0.1, "min_kept": 10}  # at init every probability is near 1/4
+    task = make_task(ohem=ohem).train()
+    images, masks = torch.randn(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    outputs = task.model(images)
+    losses = task.losses(outputs, masks)
+    for name, key in (("decode", "out"), ("aux", "aux")):
+        torch.testing.assert_close(losses[name], segmentation_loss(outputs[key], masks, ohem=ohem))
+        assert losses[name] != segmentation_loss(outputs[key], masks)
 
 
 def test_without_an_auxiliary_weight_there_is_no_auxiliary_head():

@@ -89,7 +89,8 @@ class SegmentationMetrics(Metric):
                     f"lie in [0, {k}) for num_classes={k}; only the target may hold the ignore "
                     f"index {self.ignore_index}"
                 )
-        # torch.bincount without weights counts integers, so it is deterministic on CUDA too.
+        # Unweighted torch.bincount: PyTorch flags only the weighted form as nondeterministic on
+        # CUDA (not yet checked on a GPU here).
         self.confusion += torch.bincount(k * target + preds, minlength=k * k).reshape(k, k)
 
     def compute(self) -> dict[str, Tensor]:

@@ -102,7 +102,7 @@ def create_segmentor(
     if in_head is not None and head_name != "attention":
         raise ValueError(
             f"attention {spec.name!r} at {attn_at!r} needs a head that holds a plugin: use "
-            f"head=attention, or attn_at=backbone to place it in the backbone with the "
+            f"head=attention, or task.attn_at=backbone to place it in the backbone with the "
             f"{head_name} head"
         )
 
