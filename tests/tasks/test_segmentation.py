@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.tasks.test_classification import make_trainer
 from visionattn.data import ShapesDataModule, ShapesSegmentationDataModule
 from visionattn.segmentation.loss import segmentation_loss
 from visionattn.tasks import ClassificationTask, SegmentationTask
@@ -23,18 +24,6 @@ def make_task(num_classes: int = 4, **kwargs) -> SegmentationTask:
 def make_data(**kwargs) -> ShapesSegmentationDataModule:
     options = dict(image_size=32, num_classes=4, train_size=64, val_size=32, batch_size=16)
     return ShapesSegmentationDataModule(**(options | kwargs))
-
-
-def make_trainer(**kwargs) -> L.Trainer:
-    options = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**(options | kwargs))
 
 
 class Recorder(L.Callback):

@@ -203,7 +203,7 @@ class HaloNet(Backbone):
             raise ValueError(
                 f"{name} has no dilated form: it downsamples with strided attention, so "
                 f"output_stride must be 32, got {output_stride} (ResNet, MobileNetV2 and "
-                "MobileNeXt take 8 or 16)"
+                "MobileNeXt take 8 or 16); set model.output_stride=32 (segmentation defaults to 8)"
             )
         if attn is not None:
             attn.placement.check(num_stages=4)

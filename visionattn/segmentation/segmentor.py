@@ -122,20 +122,4 @@ def create_segmentor(
 def _backbone(model: dict, spec: AttentionSpec | None) -> nn.Module:
     """The backbone, returning its last two levels."""
     name = model.pop("name")
-    output_stride = model.pop("output_stride", 32)
-    try:
-        return create_model(
-            name,
-            attn=spec,
-            features_only=True,
-            out_indices=LEVELS,
-            output_stride=output_stride,
-            **model,
-        )
-    except ValueError as error:
-        if output_stride != 32 and "output_stride must be 32" in str(error):
-            raise ValueError(
-                f"{error}. For segmentation with {name}, set model.output_stride=32 (the "
-                "segmentation configs default to 8, which only dilated backbones reach)"
-            ) from None
-        raise
+    return create_model(name, attn=spec, features_only=True, out_indices=LEVELS, **model)

@@ -43,7 +43,7 @@ from torch import nn
 
 from visionattn.attention import AttentionSpec, attention_factory
 from visionattn.models.backbone import plugin_or_identity, spatial_op, to_size
-from visionattn.segmentation.heads import DecodeHead, conv_bn_relu
+from visionattn.segmentation.heads.decode_head import DecodeHead, conv_bn_relu
 
 
 class AttentionHead(DecodeHead):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from visionattn.segmentation.heads import DecodeHead, conv_bn_relu
+from visionattn.segmentation.heads.decode_head import DecodeHead, conv_bn_relu
 
 RATES_AT_16 = (6, 12, 18)
 

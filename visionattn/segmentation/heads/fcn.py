@@ -11,7 +11,7 @@ stride-16 stage (PSPNet's deep supervision; mmseg's ``auxiliary_head``).
 import torch
 from torch import nn
 
-from visionattn.segmentation.heads import DecodeHead, conv_bn_relu
+from visionattn.segmentation.heads.decode_head import DecodeHead, conv_bn_relu
 
 
 class FCNHead(DecodeHead):
