@@ -4,7 +4,8 @@ Prints the task's scores and the cost, and writes them as JSON: for classificati
 ``acc5``, ``loss``; for segmentation ``miou``, ``pixel_acc``, ``per_class_iou`` (class name to IoU,
 null where a class is in neither labels nor predictions), ``loss`` and the ``inference`` settings;
 then for both ``throughput``, ``throughput_per_device``, ``step_time``, ``data_time``,
-``peak_memory_mb``, ``params``, ``flops``, ``images``, ``precision``. Accuracies are fractions,
+``peak_memory_mb``, ``params``, ``flops``, ``images``, ``precision``, ``skipped_images`` (unreadable
+images left out, each named in the log). Accuracies are fractions,
 throughput in images/s, times in seconds, memory in MiB, FLOPs per image. It runs at the
 precision the checkpoint was trained with unless trainer.precision says.
 """
@@ -20,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     # Imported here so that a mistyped option fails at once, before torch loads.
     from hydra.utils import instantiate
 
-    from visionattn.callbacks import CostMonitor, SegmentationOverlays
+    from visionattn.callbacks import CostMonitor, SegmentationOverlays, SkippedImages
     from visionattn.checkpoint import (
         CheckpointError,
         instantiate_trusted,
@@ -36,6 +37,10 @@ def main(cfg: DictConfig) -> None:
         moved = {key: value for key, value in cfg.data.items() if value is not None}
         data_config = OmegaConf.to_container(OmegaConf.merge(trained["data"], moved))
         datamodule = instantiate_trusted(data_config)
+        # What the datamodule saved of itself, the class list among it: labels map as in training.
+        state = checkpoint.get(type(datamodule).__qualname__)
+        if state is not None:
+            datamodule.load_state_dict(state)
         # The weights come from the checkpoint: the file the run started from is not needed.
         task_config = {**trained["task"], "model": {**trained["task"]["model"], "pretrained": None}}
         inference = {k: v for k, v in cfg.inference.items() if v is not None}
@@ -49,8 +54,8 @@ def main(cfg: DictConfig) -> None:
     task.load_state_dict(checkpoint["state_dict"])
 
     output = Path(cfg.output or Path(cfg.paths.output_dir) / "eval.json")
-    cost = CostMonitor()
-    callbacks = [cost]
+    cost, skipped = CostMonitor(), SkippedImages()
+    callbacks = [cost, skipped]
     if cfg.overlays:
         if task.data_kind != "segmentation":
             raise SystemExit("error: overlays=N applies to segmentation checkpoints only")
@@ -76,12 +81,14 @@ def main(cfg: DictConfig) -> None:
         "params": cost.params,
         "flops": cost.flops,
         "precision": str(precision),
+        "skipped_images": skipped.total["val"],
     }
     write_json(output, result)
     rows = [
         ("images", f"{result['images']} (validation split)"),
         *task.summary_rows(summary),
         *cost_rows(cost.val_summary, cost.params, cost.flops),
+        *skipped.rows(),
         ("results", display_path(output)),
     ]
     if cfg.overlays:

@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
     from lightning.pytorch.loggers import WandbLogger
 
-    from visionattn.callbacks import CostMonitor, StoreConfig
+    from visionattn.callbacks import CostMonitor, SkippedImages, StoreConfig
     from visionattn.checkpoint import CheckpointError, load_checkpoint
     from visionattn.data import DatasetError
     from visionattn.report import cost_rows, display_path, eval_command, print_report
@@ -43,7 +43,9 @@ def main(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()] + [StoreConfig(config)]
+    skipped = SkippedImages()
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    callbacks += [StoreConfig(config), skipped]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     for logger in loggers:
         logger.log_hyperparams(config)
@@ -64,6 +66,7 @@ def main(cfg: DictConfig) -> float | None:
         *task.summary_rows(task.summary(metrics), best),
         *cost_rows(cost.train_summary, cost.params, cost.flops),
         ("wall time", f"{minutes} min {seconds} s (training and validation)"),
+        *skipped.rows(),
         ("run dir", display_path(output_dir)),
     ]
     footer = []

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 import visionattn
 from tests.helpers import CONFIGS, compose_config, run_script
+from visionattn.data import ClassificationDataModule
 from visionattn.segmentation.heads import get_head
 
 GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
@@ -40,7 +41,8 @@ def build_model(cfg) -> torch.nn.Module:
 # Options that only exist in the segmentation task (the task brings the head group), and datasets
 # that live on disk.
 SEGMENTATION = {"head", "data/voc", "data/cityscapes", "data/ade20k", "data/shapes_segmentation"}
-ON_DISK = {"voc", "cityscapes", "ade20k"}
+ON_DISK = {"voc", "cityscapes", "ade20k", "cifar10", "cifar100", "imagefolder", "imagenet"}
+ON_DISK |= {"webdataset"}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -50,6 +52,8 @@ def test_every_option_composes(group, option, tmp_path):
         overrides.append("task=segmentation")
     if group == "data" and option in ON_DISK:
         overrides.append(f"data.root={tmp_path}")
+    if group == "data" and option in ("imagefolder", "webdataset"):
+        overrides.append("data.num_classes=3")  # the tree's; these configs require it
     cfg = compose_config(overrides)
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     if group == "model":
@@ -68,7 +72,11 @@ def test_every_option_composes(group, option, tmp_path):
         model = build_model(cfg)
         assert any(getattr(m, "kind", None) for m in model.modules())
     if group == "data":
-        assert instantiate(cfg.data).num_classes == cfg.data.num_classes
+        data = instantiate(cfg.data)
+        if isinstance(data, ClassificationDataModule):  # classes are read from disk in setup()
+            assert data.expected_classes == cfg.data.num_classes
+        else:
+            assert data.num_classes == cfg.data.num_classes
     if group == "head":
         task = instantiate(cfg.task)
         assert isinstance(task.model.decode_head, get_head(option))

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from visionattn.data import ADE20KDataModule, ADE20KSegmentation, DatasetError
-from visionattn.data import segmentation as segmentation_module
+from visionattn.data import download as download_module
 
 CONFIG = Path(__file__).parents[2] / "configs" / "data" / "ade20k.yaml"
 
@@ -98,7 +98,7 @@ def test_download_offline_says_which_file_to_fetch_and_where(tmp_path, monkeypat
     def offline(*args, **kwargs):
         raise URLError("no network")
 
-    monkeypatch.setattr(segmentation_module, "download_and_extract_archive", offline)
+    monkeypatch.setattr(download_module, "download_and_extract_archive", offline)
     with pytest.raises(
         DatasetError, match=r"could not download ADE20K .*ADEChallengeData2016\.zip.* into"
     ):

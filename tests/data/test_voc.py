@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from visionattn.data import DatasetError, VOCDataModule, VOCSegmentation, voc_palette
-from visionattn.data import segmentation as segmentation_module
+from visionattn.data import download as download_module
 
 CONFIG = Path(__file__).parents[2] / "configs" / "data" / "voc.yaml"
 
@@ -151,7 +151,7 @@ def test_download_offline_says_which_file_to_fetch_and_where(tmp_path, monkeypat
     def offline(*args, **kwargs):
         raise URLError("no network")
 
-    monkeypatch.setattr(segmentation_module, "download_and_extract_archive", offline)
+    monkeypatch.setattr(download_module, "download_and_extract_archive", offline)
     dm = make_datamodule(tmp_path / "data", download=True)
     with pytest.raises(
         DatasetError, match=r"could not download VOC 2012 .*VOCtrainval_11-May-2012\.tar.* into"
@@ -166,7 +166,7 @@ def test_download_extracts_into_root(tmp_path, monkeypatch):
         calls.append(url)
         make_voc(Path(download_root))
 
-    monkeypatch.setattr(segmentation_module, "download_and_extract_archive", fake)
+    monkeypatch.setattr(download_module, "download_and_extract_archive", fake)
     dm = make_datamodule(tmp_path, download=True)
     dm.prepare_data()
     dm.prepare_data()  # found now: not fetched again

@@ -69,8 +69,33 @@ def test_top1_and_top5():
     assert task.val_acc5.compute() == pytest.approx(3 / 4)
 
 
-def test_label_smoothing_reaches_the_loss():
-    assert make_task(label_smoothing=0.2).criterion.label_smoothing == 0.2
+def test_label_smoothing_reaches_the_training_loss_only():
+    task = make_task(label_smoothing=0.2)
+    assert task.train_criterion.label_smoothing == 0.2
+    assert task.criterion.label_smoothing == 0.0
+
+
+def test_mixup_trains_on_the_mixed_images_and_soft_targets():
+    task = make_task(label_smoothing=0.1, mixup={"mixup_alpha": 0.8, "mode": "batch"})
+    task.log = task.log_lr = lambda *args, **kwargs: None
+    logits = torch.randn(4, 4)
+    seen = []
+    task.model.forward = lambda x: seen.append(x.clone()) or logits
+    images = torch.rand(5, 3, 8, 8)  # odd: the last image is dropped, timm pairs the batch
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    loss = task.training_step({"image": images.clone(), "label": labels}, 0)
+
+    # One lam for the batch: x_mixed = lam x + (1 - lam) x reversed.
+    [mixed] = seen
+    x, reversed_x = images[:4], images[:4].flip(0)
+    lam = float(((mixed - reversed_x) / (x - reversed_x)).flatten()[0])
+    assert 0 < lam < 1
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * reversed_x)
+    # The targets mix alike, after label smoothing; the loss is their cross-entropy.
+    off, on = 0.1 / 4, 1 - 0.1 + 0.1 / 4
+    smoothed = torch.full((4, 4), off).scatter_(1, labels[:4, None], on)
+    target = lam * smoothed + (1 - lam) * smoothed.flip(0)
+    torch.testing.assert_close(loss, (-target * logits.log_softmax(-1)).sum(-1).mean())
 
 
 def test_resuming_replays_an_uninterrupted_run_exactly(tmp_path):

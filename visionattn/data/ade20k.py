@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from visionattn.data.download import DatasetError, download
 from visionattn.data.segmentation import (
     IGNORE_INDEX,
-    DatasetError,
     LabelledImages,
     SegmentationDataModule,
     check_pairs,
-    download,
     voc_palette,
 )
 

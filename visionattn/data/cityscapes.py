@@ -12,9 +12,9 @@ import numpy as np
 from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes as _Official
 
+from visionattn.data.download import DatasetError
 from visionattn.data.segmentation import (
     IGNORE_INDEX,
-    DatasetError,
     LabelledImages,
     SegmentationDataModule,
     check_pairs,

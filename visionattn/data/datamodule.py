@@ -1,8 +1,10 @@
 """What every dataset's LightningDataModule shares: loaders, and a shuffle a resumed run repeats."""
 
+import random
 from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
@@ -18,11 +20,28 @@ class _EpochSampler(DistributedSampler):
         return super().__iter__()
 
 
+def seed_worker(worker_id: int) -> None:
+    """Seeds Python's and NumPy's generators in a loader worker from the seed torch gave it
+    (the loader's base seed plus the worker id): timm's RandAugment draws from ``random``."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 class ImageDataModule(L.LightningDataModule):
     """Subclasses set ``num_classes`` and build ``train_set`` and ``val_set`` in ``setup``.
 
     Batches are dicts: ``image`` float (B, 3, H, W), normalised; ``label`` (B,); ``mask`` where the
     dataset has one.
+
+    Args:
+        batch_size: per device.
+        num_workers: loader processes per device; 0 loads in the training process.
+        seed: the training order's, and the loader workers' random streams (augmentation).
+        mean, std: normalisation.
+        pin_memory: page-locked batches for faster copies to the GPU; None: where CUDA is.
+        persistent_workers: keep the workers between epochs (and their random streams going).
+        prefetch_factor: batches each worker loads ahead; None: torch's default (2).
     """
 
     # What the batches are for; a task refuses data of another kind before training starts.
@@ -38,9 +57,15 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
         self._train_sampler: _EpochSampler | None = None
         self._start_epoch = 0
         self.normalize = v2.Compose(
@@ -71,11 +96,18 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.val_set)
 
     def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer else 0
+        workers = self.num_workers > 0
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,
             num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and workers,
+            prefetch_factor=self.prefetch_factor if workers else None,
+            worker_init_fn=seed_worker,
+            # The workers' seeds come from here: a function of the seed and the rank alone, not of
+            # how much of the global generator the model's initialisation drew.
+            generator=torch.Generator().manual_seed(self.seed + 1_000_003 * rank),
             **kwargs,
         )

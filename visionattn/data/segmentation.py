@@ -10,6 +10,7 @@ the task upsamples its logits to them.
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,22 +18,17 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import tv_tensors
-from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from visionattn.data.datamodule import ImageDataModule
+from visionattn.data.download import DatasetError
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Size = int | Sequence[int]
-
-
-class DatasetError(Exception):
-    """A dataset's files are missing, incomplete or not in the expected layout; says what was
-    expected where."""
 
 
 def voc_palette(n: int) -> list[tuple[int, int, int]]:
@@ -181,19 +177,6 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], what: str) -> list[tuple[Pat
     return list(pairs)
 
 
-def download(url: str, root: Path, what: str, where: str, md5: str | None = None) -> None:
-    """Downloads and extracts ``url`` into ``root``; any failure becomes a DatasetError that
-    says which file to fetch by hand and where it goes (``where``: what it unpacks to)."""
-    try:
-        download_and_extract_archive(url, download_root=str(root), md5=md5)
-    # Offline, a truncated archive, a wrong checksum: each ends the same way, fetching it by hand.
-    except Exception as err:
-        raise DatasetError(
-            f"could not download {what} ({type(err).__name__}: {err}). Fetch {url} by hand and "
-            f"extract it into {root}, so that {where} exists"
-        ) from None
-
-
 class LabelledImages(Dataset):
     """Image files and their label PNGs, as ``{"image": uint8 Image (3, H, W), "mask": uint8
     Mask (H, W)}`` before ``transform``.
@@ -257,7 +240,8 @@ class SegmentationDataModule(ImageDataModule):
             masks keep the labels' resolution either way.
         batch_size: training batch size.
         val_batch_size: validation batch size; 1 where validation images differ in size.
-        num_workers, seed, mean, std: see :class:`ImageDataModule`.
+        num_workers, seed, mean, std, loader: see :class:`ImageDataModule` (``loader``:
+            pin_memory, persistent_workers, prefetch_factor).
         num_classes: only checked against the dataset's, so a config that says otherwise fails
             at once instead of training a classifier of the wrong size.
     """
@@ -281,8 +265,9 @@ class SegmentationDataModule(ImageDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         num_classes: int | None = None,
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, mean, std)
+        super().__init__(batch_size, num_workers, seed, mean, std, **loader)
         if num_classes is not None and num_classes != self.num_classes:
             raise ValueError(
                 f"data.num_classes={num_classes}, but {type(self).__name__} has "
@@ -293,7 +278,6 @@ class SegmentationDataModule(ImageDataModule):
         self.base_size = _pair(base_size) if base_size is not None else (max(crop), min(crop))
         self.scale_range = tuple(scale_range)
         self.val_batch_size = val_batch_size
-        self.mean, self.std = tuple(mean), tuple(std)
         self.train_transform = train_transform(crop, self.base_size, scale_range, mean, std)
         self.val_transform = val_transform(test_size, mean, std)
 

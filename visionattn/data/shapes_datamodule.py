@@ -1,6 +1,7 @@
 """The embedded shapes data (:mod:`visionattn.data.shapes`) as a LightningDataModule."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from visionattn.data.datamodule import ImageDataModule
 from visionattn.data.shapes import SHAPES, ShapesDataset
@@ -16,7 +17,8 @@ class ShapesDataModule(ImageDataModule):
         val_size: validation images.
         seed: fixes every image; the loaders' shuffle uses it too.
         cache: keep rendered samples in memory (see :class:`ShapesDataset`).
-        batch_size, num_workers, mean, std: see :class:`ImageDataModule`.
+        batch_size, num_workers, mean, std, loader: see :class:`ImageDataModule` (``loader``:
+            pin_memory, persistent_workers, prefetch_factor).
     """
 
     def __init__(
@@ -31,8 +33,9 @@ class ShapesDataModule(ImageDataModule):
         num_workers: int = 0,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, mean, std)
+        super().__init__(batch_size, num_workers, seed, mean, std, **loader)
         self.image_size, self.num_classes = image_size, num_classes
         self.train_size, self.val_size, self.cache = train_size, val_size, cache
 

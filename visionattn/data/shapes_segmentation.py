@@ -2,6 +2,7 @@
 pixel is the background (0) or the class of the shape it lies on (its label + 1)."""
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -24,7 +25,7 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
         seed: fixes every image; the loaders' shuffle uses it too.
         cache: keep rendered samples in memory (see :class:`ShapesDataset`).
         scale_range: the random rescale's ratios of ``image_size``.
-        batch_size, num_workers, mean, std: see :class:`SegmentationDataModule`.
+        batch_size, num_workers, mean, std, loader: see :class:`SegmentationDataModule`.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
         scale_range: Sequence[float] = (0.5, 2.0),
+        **loader: Any,
     ) -> None:
         if not 3 <= num_classes <= len(SHAPES) + 1:
             raise ValueError(
@@ -56,6 +58,7 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
             seed=seed,
             mean=mean,
             std=std,
+            **loader,
         )
         self.num_classes = num_classes
         self.class_names = ["background", *SHAPES[: num_classes - 1]]

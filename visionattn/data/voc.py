@@ -13,12 +13,11 @@ from pathlib import Path
 from torch.utils.data import Dataset
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 
+from visionattn.data.download import DatasetError, download
 from visionattn.data.segmentation import (
-    DatasetError,
     LabelledImages,
     SegmentationDataModule,
     check_pairs,
-    download,
     voc_palette,
 )
 

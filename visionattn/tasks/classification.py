@@ -1,6 +1,9 @@
-"""Image classification: cross-entropy, top-1 and top-5 accuracy, timm optimiser and schedule."""
+"""Image classification: cross-entropy with label smoothing, or timm's mixup and cutmix with its
+soft-target loss; top-1 and top-5 accuracy; timm optimiser and schedule."""
 
 import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -20,7 +23,10 @@ class ClassificationTask(Task):
         attn: the plugin config (``name`` and its knobs), or None.
         num_classes: classifier outputs.
         optimizer, scheduler: see :class:`~visionattn.tasks.task.Task`.
-        label_smoothing: of the cross-entropy.
+        label_smoothing: of the training targets (validation's loss is plain cross-entropy).
+        mixup: arguments of ``timm.data.Mixup`` (``mixup_alpha``, ``cutmix_alpha``, ``prob``,
+            ``switch_prob``, ``mode``, ...); off where both alphas are 0 or it is None. Mixed
+            batches train on soft targets with timm's ``SoftTargetCrossEntropy``.
     """
 
     data_kind = "classification"
@@ -33,11 +39,19 @@ class ClassificationTask(Task):
         optimizer: dict,
         scheduler: dict,
         label_smoothing: float = 0.0,
+        mixup: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(attn=attn, num_classes=num_classes, **model)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        mixup = mixup or {}
+        self.mixup = None
+        if mixup.get("mixup_alpha", 0.0) > 0 or mixup.get("cutmix_alpha", 0.0) > 0:
+            self.mixup = Mixup(**mixup, label_smoothing=label_smoothing, num_classes=num_classes)
+            self.train_criterion: nn.Module = SoftTargetCrossEntropy()
+        else:
+            self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.criterion = nn.CrossEntropyLoss()
         self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
 
@@ -45,8 +59,12 @@ class ClassificationTask(Task):
         return self.model(images)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        labels = batch["label"]
-        loss = self.criterion(self(batch["image"]), labels)
+        images, labels = batch["image"], batch["label"]
+        if self.mixup is not None:
+            if len(labels) % 2:  # timm mixes the batch with its reverse: an even count
+                images, labels = images[:-1], labels[:-1]
+            images, labels = self.mixup(images, labels)
+        loss = self.train_criterion(self(images), labels)
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels)
         )

@@ -1,0 +1,89 @@
+"""Any image classification tree of class folders, ImageNet's included: ``root/train/<class>/*``
+and ``root/val/<class>/*``.
+
+The classes are the training split's folders in sorted order, as torchvision's ImageFolder has
+them; once a checkpoint exists its class list wins, so a validation tree that lacks a class, or
+lists them in another order, still labels every image the way the model learned it.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from visionattn.data.classification import ClassificationDataModule, ImageFiles
+from visionattn.data.download import DatasetError
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The class folders of one split, sorted; a DatasetError where there are none."""
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} does not exist: expected a folder of class folders there")
+    try:
+        classes, _ = find_classes(folder)
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{folder} has no class folders: expected {folder}/<class>/<image> (ImageNet's "
+            "validation images come in one folder and have to be sorted into class folders "
+            "first)"
+        ) from None
+    return classes
+
+
+class ImageFolderDataModule(ClassificationDataModule):
+    """A tree of class folders: ``root/<train_dir>/<class>/*.jpg`` and ``root/<val_dir>/...``,
+    any of torchvision's image extensions.
+
+    Args:
+        root: the folder holding the splits.
+        train_dir, val_dir: the splits' folders inside ``root``.
+        download: ImageFolder trees have no download; True fails with a message that says so.
+        **kwargs: see :class:`ClassificationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        download: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.train_dir, self.val_dir, self.download = train_dir, val_dir, download
+
+    def prepare_data(self) -> None:
+        if self.download:
+            raise DatasetError(
+                f"an image folder tree cannot be downloaded: put it at {self.root} as "
+                f"{self.train_dir}/<class>/<image> and {self.val_dir}/<class>/<image> (ImageNet: "
+                "from https://image-net.org, with its validation images sorted into class "
+                "folders), and set data.download=false"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        train = self.root / self.train_dir
+        if self.classes is None:
+            self.set_classes(class_folders(train), str(train))
+        if stage in (None, "fit"):
+            self.train_set = self.split(train, self.train_transform)
+        self.val_set = self.split(self.root / self.val_dir, self.val_transform)
+
+    def split(self, folder: Path, transform: Callable) -> ImageFiles:
+        """The images of ``folder``, labelled by the class list."""
+        assert self.classes is not None
+        unknown = sorted(set(class_folders(folder)) - set(self.classes))
+        if unknown:
+            raise DatasetError(
+                f"{folder} has class folders the model has no class for: {', '.join(unknown)} "
+                f"(its {len(self.classes)} classes: {', '.join(self.classes[:5])}"
+                f"{', ...' if len(self.classes) > 5 else ''})"
+            )
+        class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        present = {name: class_to_idx[name] for name in class_folders(folder)}
+        samples = make_dataset(folder, present, extensions=IMG_EXTENSIONS, allow_empty=True)
+        if not samples:
+            raise DatasetError(f"{folder} has class folders but no images ({IMG_EXTENSIONS})")
+        return ImageFiles(samples, transform, self.strict)
