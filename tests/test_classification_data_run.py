@@ -89,6 +89,29 @@ def test_unreadable_images_are_skipped_counted_and_named(tmp_path):
     assert "unreadable image" in strict.stderr and "data.strict=false" in strict.stderr
 
 
+def test_shards_written_by_our_command_train_and_evaluate(tmp_path):
+    tree = make_imagefolder(tmp_path / "tree", per_class=16)
+    shards = tmp_path / "shards"
+    written = subprocess.run(
+        [sys.executable, "-m", "visionattn.data.write_shards", str(tree), str(shards),
+         "--shard-size", "12"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr[-3000:]
+    assert len(list(shards.glob("train-*.tar"))) == 4  # 48 images, 12 a shard
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py", "data=webdataset", f"data.root={shards}", "data.num_classes=3", *SMALL,
+        f"hydra.run.dir={run_dir}", tmp=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    acc1 = column(read_metrics(run_dir), "val/acc1")
+    assert max(acc1) > 1 / 3 + 0.4
+    (tmp_path / "eval").mkdir()
+    scores, _ = evaluate(run_dir / "checkpoints" / "best.ckpt", tmp_path / "eval")
+    assert scores["acc1"] == pytest.approx(max(acc1), abs=1e-6) and scores["images"] == 48
+
+
 def run_with_cifar_md5(md5s: dict, script: str, *args: str, tmp):
     """Runs ``script`` with torchvision's CIFAR-10 MD5 list replaced by the test files' own."""
     launcher = (

@@ -16,6 +16,7 @@ from visionattn.data.shapes import SHAPES, ShapesDataset
 from visionattn.data.shapes_datamodule import ShapesDataModule
 from visionattn.data.shapes_segmentation import ShapesSegmentationDataModule
 from visionattn.data.voc import VOCDataModule, VOCSegmentation
+from visionattn.data.webdataset import WebDatasetDataModule
 
 __all__ = ["SHAPES", "DatasetError", "ImageDataModule", "ShapesDataModule", "ShapesDataset"]
 # Classification: batches with ``image`` and ``label``.
@@ -25,6 +26,7 @@ __all__ += [
     "ClassificationDataModule",
     "ImageFolderDataModule",
     "UnreadableImage",
+    "WebDatasetDataModule",
     "decode_image",
 ]
 # Semantic segmentation: batches with ``image`` and ``mask``.

@@ -95,10 +95,16 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)
 
-    def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs) -> DataLoader:
+    def _loader(
+        self,
+        dataset: Dataset,
+        batch_size: int | None = None,
+        loader_class: type[DataLoader] = DataLoader,
+        **kwargs,
+    ) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
         workers = self.num_workers > 0
-        return DataLoader(
+        return loader_class(
             dataset,
             batch_size=batch_size or self.batch_size,
             num_workers=self.num_workers,
