@@ -53,6 +53,20 @@ def decode_image(source: str | Path | bytes, name: str, strict: bool = False) ->
         return None
 
 
+def class_indices(names: Sequence[str], classes: Sequence[str], where: str) -> list[int]:
+    """The index in ``classes`` of each class name found in ``where``; a DatasetError naming
+    those ``classes`` lacks."""
+    unknown = [name for name in names if name not in classes]
+    if unknown:
+        listed = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise DatasetError(
+            f"{where} has classes that are not among the {len(classes)} classes ({listed}): "
+            f"{', '.join(unknown)}"
+        )
+    index = {name: i for i, name in enumerate(classes)}
+    return [index[name] for name in names]
+
+
 def labelled(image: Image.Image | None, label: int, name: str, transform: Callable) -> dict:
     """A sample: ``{"image": transform(image), "label": label}``, or ``{"skipped": name}``."""
     if image is None:

@@ -6,13 +6,13 @@ them; once a checkpoint exists its class list wins, so a validation tree that la
 lists them in another order, still labels every image the way the model learned it.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from visionattn.data.classification import ClassificationDataModule, ImageFiles
+from visionattn.data.classification import ClassificationDataModule, ImageFiles, class_indices
 from visionattn.data.download import DatasetError
 
 
@@ -29,6 +29,17 @@ def class_folders(folder: Path) -> list[str]:
             "first)"
         ) from None
     return classes
+
+
+def folder_samples(folder: Path, classes: Sequence[str]) -> list[tuple[str, int]]:
+    """(path, index in ``classes``) of every image in ``folder``'s class folders, in sorted
+    order; a DatasetError for a class folder ``classes`` lacks, or no image at all."""
+    folders = class_folders(folder)
+    indices = dict(zip(folders, class_indices(folders, classes, str(folder)), strict=True))
+    samples = make_dataset(folder, indices, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not samples:
+        raise DatasetError(f"{folder} has class folders but no images ({' '.join(IMG_EXTENSIONS)})")
+    return samples
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -74,16 +85,4 @@ class ImageFolderDataModule(ClassificationDataModule):
     def split(self, folder: Path, transform: Callable) -> ImageFiles:
         """The images of ``folder``, labelled by the class list."""
         assert self.classes is not None
-        unknown = sorted(set(class_folders(folder)) - set(self.classes))
-        if unknown:
-            raise DatasetError(
-                f"{folder} has class folders the model has no class for: {', '.join(unknown)} "
-                f"(its {len(self.classes)} classes: {', '.join(self.classes[:5])}"
-                f"{', ...' if len(self.classes) > 5 else ''})"
-            )
-        class_to_idx = {name: index for index, name in enumerate(self.classes)}
-        present = {name: class_to_idx[name] for name in class_folders(folder)}
-        samples = make_dataset(folder, present, extensions=IMG_EXTENSIONS, allow_empty=True)
-        if not samples:
-            raise DatasetError(f"{folder} has class folders but no images ({IMG_EXTENSIONS})")
-        return ImageFiles(samples, transform, self.strict)
+        return ImageFiles(folder_samples(folder, self.classes), transform, self.strict)

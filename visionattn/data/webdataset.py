@@ -46,7 +46,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-from visionattn.data.classification import ClassificationDataModule, decode_image, labelled
+from visionattn.data.classification import (
+    ClassificationDataModule,
+    class_indices,
+    decode_image,
+    labelled,
+)
 from visionattn.data.download import DatasetError
 
 log = logging.getLogger(__name__)
@@ -366,15 +371,7 @@ class WebDatasetDataModule(ClassificationDataModule):
     def labels(self, classes: Sequence[str]) -> list[int]:
         """The model's index of each class the shards store, by name."""
         assert self.classes is not None
-        unknown = [name for name in classes if name not in self.classes]
-        if unknown:
-            raise DatasetError(
-                f"the shards in {self.root} have classes the model has no class for: "
-                f"{', '.join(unknown)} (its {len(self.classes)} classes: "
-                f"{', '.join(self.classes[:5])}{', ...' if len(self.classes) > 5 else ''})"
-            )
-        index = {name: i for i, name in enumerate(self.classes)}
-        return [index[name] for name in classes]
+        return class_indices(classes, self.classes, f"the shards in {self.root}")
 
     def setup(self, stage: str | None = None) -> None:
         info = self.index()

@@ -23,11 +23,10 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from webdataset import TarWriter
 
 from visionattn.data.download import DatasetError
-from visionattn.data.imagefolder import class_folders
+from visionattn.data.imagefolder import class_folders, folder_samples
 from visionattn.data.webdataset import INDEX
 
 # The extension ImageNet's .JPEG files are stored under: the one timm's reader looks for.
@@ -48,18 +47,7 @@ def split_samples(src: Path, split: str, classes: list[str]) -> list[tuple[Path,
             f"{folder} does not exist: expected {split}/<class>/<image> in {src} (name the splits "
             "there are with --splits)"
         )
-    unknown = sorted(set(class_folders(folder)) - set(classes))
-    if unknown:
-        raise DatasetError(
-            f"{folder} has class folders that {src / 'train'} lacks: {', '.join(unknown)} (the "
-            "classes are the training split's folders; every split uses their names)"
-        )
-    index = {name: i for i, name in enumerate(classes)}
-    present = {name: index[name] for name in class_folders(folder)}
-    samples = make_dataset(folder, present, extensions=IMG_EXTENSIONS, allow_empty=True)
-    if not samples:
-        raise DatasetError(f"{folder} has class folders but no images ({' '.join(IMG_EXTENSIONS)})")
-    return [(Path(path), label) for path, label in samples]
+    return [(Path(path), label) for path, label in folder_samples(folder, classes)]
 
 
 def write_split(
