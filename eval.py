@@ -4,10 +4,10 @@ Prints the task's scores and the cost, and writes them as JSON: for classificati
 ``acc5``, ``loss``; for segmentation ``miou``, ``pixel_acc``, ``per_class_iou`` (class name to IoU,
 null where a class is in neither labels nor predictions), ``loss`` and the ``inference`` settings;
 then for both ``throughput``, ``throughput_per_device``, ``step_time``, ``data_time``,
-``peak_memory_mb``, ``params``, ``flops``, ``images``, ``precision``, ``skipped_images`` (unreadable
-images left out, each named in the log). Accuracies are fractions,
-throughput in images/s, times in seconds, memory in MiB, FLOPs per image. It runs at the
-precision the checkpoint was trained with unless trainer.precision says.
+``peak_memory_mb``, ``params``, ``flops``, ``images``, ``precision`` and ``skipped_images``
+(unreadable images left out, each named in the log). Accuracies are fractions, throughput in
+images/s, times in seconds, memory in MiB, FLOPs per image. It runs at the precision the
+checkpoint was trained with unless trainer.precision says.
 """
 
 from pathlib import Path
