@@ -22,7 +22,9 @@ class SkippedImages(Callback):
         self._report(trainer, pl_module, "train")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
+        if trainer.sanity_checking:  # its few batches are read again in the first epoch
+            getattr(trainer.datamodule, "skipped", {}).pop("val", None)
+        else:
             self._report(trainer, pl_module, "val")
 
     def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

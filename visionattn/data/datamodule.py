@@ -1,11 +1,11 @@
 """What every dataset's LightningDataModule shares: loaders, and a shuffle a resumed run repeats."""
 
-import random
 from collections.abc import Sequence
+from functools import partial
 
 import lightning as L
-import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
@@ -18,14 +18,6 @@ class _EpochSampler(DistributedSampler):
     def __iter__(self):
         self.next_epoch = self.epoch + 1
         return super().__iter__()
-
-
-def seed_worker(worker_id: int) -> None:
-    """Seeds Python's and NumPy's generators in a loader worker from the seed torch gave it
-    (the loader's base seed plus the worker id): timm's RandAugment draws from ``random``."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -111,9 +103,11 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and workers,
             prefetch_factor=self.prefetch_factor if workers else None,
-            worker_init_fn=seed_worker,
-            # The workers' seeds come from here: a function of the seed and the rank alone, not of
-            # how much of the global generator the model's initialisation drew.
-            generator=torch.Generator().manual_seed(self.seed + 1_000_003 * rank),
+            # Each worker's torch, Python and NumPy generators from its base seed, id and rank
+            # (timm's RandAugment draws from Python's), whether or not seed_everything ran.
+            worker_init_fn=partial(pl_worker_init_function, rank=rank),
+            # The base seed: a function of data.seed alone, not of how much of the global
+            # generator the model's initialisation drew.
+            generator=torch.Generator().manual_seed(self.seed),
             **kwargs,
         )
