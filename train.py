@@ -1,12 +1,15 @@
 """Train a backbone with an attention plugin: ``python train.py [group=option ...] [key=value]``.
 
-Everything of the run lands in its directory (``hydra.run.dir``): the resolved config.yaml,
-metrics.csv, wandb/, train.log and checkpoints/{best,last}.ckpt.
+Everything of the run lands in its directory, ``outputs/train/<name>`` (``hydra.run.dir``): the
+resolved config.yaml, metrics.csv, wandb/, train.log and checkpoints/{best,last}.ckpt, written by
+rank 0 alone. Started again under the same name it resumes from its last.ckpt (``resume=auto``).
 """
 
+import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,43 +21,106 @@ def main(cfg: DictConfig) -> float | None:
     # Imported here so that a mistyped option fails at once, before torch loads.
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.accelerators import CUDAAccelerator
     from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from visionattn.callbacks import CostMonitor, SkippedImages, StoreConfig
-    from visionattn.checkpoint import CheckpointError, load_checkpoint
+    from visionattn.callbacks import (
+        AverageBatchNormStats,
+        CostMonitor,
+        Preemption,
+        ResumeState,
+        SkippedImages,
+        StoreConfig,
+        saved_wandb_run_id,
+    )
+    from visionattn.checkpoint import (
+        CheckpointError,
+        check_same_model,
+        load_checkpoint,
+        resume_path,
+        run_config,
+    )
+    from visionattn.checkpoint_io import AtomicCheckpointIO
     from visionattn.data import DatasetError
     from visionattn.report import cost_rows, display_path, eval_command, print_report
 
-    if cfg.ckpt_path:
-        try:
-            load_checkpoint(cfg.ckpt_path)
-        except CheckpointError as e:
-            raise SystemExit(f"error: {e}") from None
+    # Known from the launcher's environment (Lightning's, srun's, torchrun's) before anything runs.
+    rank_zero = rank_zero_only.rank == 0
+    if not rank_zero:  # one train.log, rank 0's
+        for named in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in getattr(named, "handlers", [])[:]:
+                if isinstance(handler, logging.FileHandler):
+                    named.removeHandler(handler)
+                    handler.close()
 
+    output_dir = Path(cfg.paths.output_dir)
+    checkpoints = output_dir / "checkpoints"
+    config = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        ckpt_path = cfg.ckpt_path or resume_path(cfg.resume, checkpoints / "last.ckpt")
+        checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
+        if checkpoint is not None:
+            check_same_model(run_config(checkpoint, ckpt_path), config, ckpt_path)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
+
+    logger_args: dict[str, dict[str, Any]] = {}
     if "wandb" in (cfg.logger or {}):
         # wandb's process-wide telemetry follows WANDB_MODE, not the logger's mode: keep them in
         # step, or an offline run still posts telemetry to wandb's server.
         os.environ["WANDB_MODE"] = cfg.logger.wandb.mode
+        run_id = saved_wandb_run_id(checkpoint) if checkpoint else None
+        if run_id:
+            logger_args["wandb"] = {"id": run_id, "resume": "allow"}
 
     L.seed_everything(cfg.seed, workers=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    output_dir = Path(cfg.paths.output_dir)
-    OmegaConf.save(config, output_dir / "config.yaml")
+    if rank_zero:
+        OmegaConf.save(config, output_dir / "config.yaml")
 
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
     skipped = SkippedImages()
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
-    callbacks += [StoreConfig(config), skipped]
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
+    # callbacks.<name>=null drops one.
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks += [
+        StoreConfig(config),
+        skipped,
+        ResumeState(),
+        Preemption(checkpoints, cfg.requeue_signal),
+        AverageBatchNormStats(),
+    ]
+    loggers = [instantiate(c, **logger_args.get(k, {})) for k, c in (cfg.logger or {}).items()]
     for logger in loggers:
         logger.log_hyperparams(config)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    if cfg.trainer.get("sync_batchnorm") and not isinstance(trainer.accelerator, CUDAAccelerator):
+        raise SystemExit(
+            "error: trainer.sync_batchnorm=true needs GPUs (PyTorch's SyncBatchNorm has no CPU "
+            "kernel): use trainer=ddp_cpu, or trainer.sync_batchnorm=false"
+        )
+    if checkpoint is not None and rank_zero:
+        print(
+            f"Resuming from {display_path(ckpt_path)} (epoch {checkpoint['epoch']}, "
+            f"step {checkpoint['global_step']})"
+        )
+    del checkpoint  # Lightning reads it again, as it restores each part
     started = time.perf_counter()
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except DatasetError as e:  # raised by the datamodule's setup, before the first step
         raise SystemExit(f"error: {e}") from None
+    except SIGTERMException:
+        if rank_zero:
+            print(
+                f"Stopped by a signal at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step}; {display_path(checkpoints / 'last.ckpt')} holds the run. "
+                "The same command continues it (resume=auto)."
+            )
+        raise SystemExit(143) from None  # 128 + SIGTERM, as if the signal had ended it
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

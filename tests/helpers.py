@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +82,11 @@ def read_wandb_records(run_file: Path, timeout: float = 60.0) -> list:
         if any(r.HasField("exit") for r in records) or time.monotonic() > deadline:
             return records
         time.sleep(0.5)
+
+
+class StepPrinter(Callback):
+    """Prints ``STEP n`` after every training step, for a test to time a signal by:
+    ``+callbacks.steps._target_=tests.helpers.StepPrinter``."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        print(f"STEP {trainer.global_step}", flush=True)

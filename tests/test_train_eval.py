@@ -239,30 +239,6 @@ def test_bad_checkpoints_fail_on_one_line_naming_the_path(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], lines
 
 
-def test_data_parallel_on_two_cpu_processes(tmp_path):
-    run_dir = tmp_path / "ddp"
-    result = run_script(
-        "train.py",
-        "experiment=smoke",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.sync_batchnorm=false",  # SyncBatchNorm needs CUDA
-        "trainer.max_epochs=1",
-        "logger=csv",
-        f"hydra.run.dir={run_dir}",
-        tmp=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("Evaluate it with:") == 1  # rank zero reports
-    rows = read_metrics(run_dir)
-    steps = {int(r["step"]) for r in rows if r["train/loss_step"]}
-    assert max(steps) < 2048 // 2 // 64  # each rank trains on its half of the images
-    [total] = column(rows, "train/throughput_epoch")
-    [per_device] = column(rows, "train/throughput_per_device_epoch")
-    assert 1.5 * per_device < total < 2.5 * per_device
-
-
 NETWORK_GUARD = """
 import runpy, socket, sys
 def refuse_network(event, args):

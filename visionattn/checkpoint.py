@@ -1,4 +1,5 @@
-"""Reading checkpoints that may come from anywhere: tensors and plain data only, no code.
+"""Reading checkpoints that may come from anywhere: tensors and plain data only, no code; and
+which checkpoint a run resumes from.
 
 Lightning checkpoints written by ``train.py`` load with ``weights_only=True``; the run's config
 rides along (:class:`visionattn.callbacks.StoreConfig`), and only visionattn's own classes may be
@@ -66,3 +67,35 @@ def instantiate_trusted(config: dict[str, Any]) -> Any:
                 "classes are built from checkpoints"
             )
     return instantiate(config)
+
+
+def resume_path(resume: str | bool, last: Path) -> Path | None:
+    """The checkpoint to continue from under ``resume``, or None to start afresh."""
+    if resume not in ("auto", False):
+        raise CheckpointError(f"resume={resume} is not an option: resume=auto or resume=false")
+    if not last.exists():
+        return None
+    if resume == "auto":
+        return last
+    raise CheckpointError(
+        f"{last.parent.parent} already holds a run ({last}): resume=auto continues it, "
+        "another name=... starts a new one"
+    )
+
+
+def check_same_model(saved: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """A checkpoint of another model or plugin would fail deep inside Lightning's restore."""
+
+    def architecture(task: dict[str, Any], key: str) -> Any:
+        part = task.get(key)
+        # The weights a run started from do not change what it is.
+        return {k: v for k, v in part.items() if k != "pretrained"} if part else part
+
+    for key in ("model", "attn", "head"):
+        before, now = architecture(saved["task"], key), architecture(config["task"], key)
+        if before != now:
+            raise CheckpointError(
+                f"{path} was trained with {key}={(before or {}).get('name')} and other settings "
+                f"than this run's {key}={(now or {}).get('name')}: pass the same {key} options, "
+                "or another name=... to start a new run"
+            )

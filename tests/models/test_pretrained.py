@@ -38,8 +38,15 @@ def resnet18():
         lambda s: s,
         lambda s: {"state_dict": {f"model.{k}": v for k, v in s.items()}, "epoch": 3},
         lambda s: {"model": {f"module.{k}": v for k, v in s.items()}},
+        # train.py with task.ema: the trained weights, not their average (zeros here), load.
+        lambda s: {
+            "state_dict": {
+                **{f"model.{k}": v for k, v in s.items()},
+                **{f"model_ema.module.{k}": torch.zeros_like(v) for k, v in s.items()},
+            }
+        },
     ],
-    ids=["plain", "lightning", "ddp-in-a-training-checkpoint"],
+    ids=["plain", "lightning", "ddp-in-a-training-checkpoint", "lightning-with-ema"],
 )
 def test_torchvision_state_dicts_load_and_compute_the_same(tmp_path, resnet18, wrap):
     path = saved(tmp_path, wrap(resnet18.state_dict()))

@@ -63,10 +63,11 @@ def test_top1_and_top5():
     task = make_task(num_classes=10)
     logits = torch.arange(10.0).repeat(4, 1)  # class 9 first, then 8, 7, ...
     labels = torch.tensor([9, 8, 5, 0])  # ranked 1st, 2nd, 5th, 10th
-    task.val_acc1(logits, labels)
-    task.val_acc5(logits, labels)
-    assert task.val_acc1.compute() == pytest.approx(1 / 4)
-    assert task.val_acc5.compute() == pytest.approx(3 / 4)
+    accuracies = task.val_metrics["val"]
+    accuracies["acc1"](logits, labels)
+    accuracies["acc5"](logits, labels)
+    assert accuracies["acc1"].compute() == pytest.approx(1 / 4)
+    assert accuracies["acc5"].compute() == pytest.approx(3 / 4)
 
 
 def test_label_smoothing_reaches_the_training_loss_only():

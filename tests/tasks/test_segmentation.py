@@ -84,9 +84,9 @@ def test_validation_scores_the_predictions_it_returns_against_the_labels():
     assert metrics["val/miou"] == pytest.approx(sum(present) / len(present))
     assert metrics["val/pixel_acc"] == pytest.approx((preds == masks).float().mean().item())
     names = ["background", "circle", "ring", "square"]
-    assert list(task.scores["per_class_iou"]) == names
+    assert list(task.scores["val"]["per_class_iou"]) == names
     for name, iou in zip(names, ious, strict=True):
-        assert task.scores["per_class_iou"][name] == pytest.approx(iou)
+        assert task.scores["val"]["per_class_iou"][name] == pytest.approx(iou)
         if iou is not None:
             assert metrics[f"val/iou/{name}"] == pytest.approx(iou)
 
@@ -113,7 +113,7 @@ def test_data_of_the_other_task_is_refused_before_training(task, data, message):
 
 def test_the_summary_has_the_json_keys_and_the_report_rows():
     task = make_task()
-    task.scores = {"miou": 0.5, "pixel_acc": 0.9, "per_class_iou": {"a": 0.5, "b": None}}
+    task.scores["val"] = {"miou": 0.5, "pixel_acc": 0.9, "per_class_iou": {"a": 0.5, "b": None}}
     summary = task.summary({"val/loss": 0.3})
     assert summary["miou"] == 0.5 and summary["per_class_iou"]["b"] is None
     assert summary["inference"]["mode"] == "whole"

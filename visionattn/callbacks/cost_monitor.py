@@ -63,7 +63,8 @@ class CostMonitor(Callback):
     """Logs under ``model/`` once and under ``train/`` per step and per epoch; batches are dicts
     with an ``image`` tensor.
 
-    Keys: ``model/params``, ``model/flops`` (one image, forward); ``train/throughput`` (images/s,
+    Keys: ``model/params`` (of the module's ``model`` where it has one: a task's EMA copy is not
+    counted), ``model/flops`` (the module's forward of one image); ``train/throughput`` (images/s,
     all devices) and ``train/throughput_per_device``, ``train/step_time`` and ``train/data_time``
     (seconds a step), ``train/peak_memory_mb``; each with a ``_step`` and an ``_epoch`` value.
 
@@ -81,7 +82,10 @@ class CostMonitor(Callback):
     def _count_model(self, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
         if self.flops is not None:
             return
-        self.params = count_parameters(pl_module)
+        # A task's trained ``model`` alone: the whole module would count its EMA copy too. Its
+        # forward runs ``model`` only, compiled or not: dynamo leaves frames run under a dispatch
+        # mode such as FlopCounterMode to eager Python, so every aten op is counted.
+        self.params = count_parameters(getattr(pl_module, "model", pl_module))
         self.flops = count_flops(pl_module, batch["image"])
         for logger in trainer.loggers:
             logger.log_metrics({"model/params": self.params, "model/flops": self.flops}, step=0)

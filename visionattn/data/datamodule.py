@@ -1,6 +1,8 @@
-"""What every dataset's LightningDataModule shares: loaders, and a shuffle a resumed run repeats."""
+"""What every dataset's LightningDataModule shares: loaders, a shuffle that a resumed run repeats
+from the batch it stopped at, and validation that sees each image once on any number of ranks."""
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from functools import partial
 
 import lightning as L
@@ -11,13 +13,35 @@ from torchvision.transforms import v2
 
 
 class _EpochSampler(DistributedSampler):
-    """A DistributedSampler that remembers which epoch's order comes after the one it drew."""
+    """A DistributedSampler that remembers which epoch's order comes after the one it drew, and
+    can start its next pass some batches in (a run resumed mid-epoch)."""
 
     next_epoch = 0
+    skip = 0  # indices to leave out at the start of the next pass
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         self.next_epoch = self.epoch + 1
-        return super().__iter__()
+        indices = list(super().__iter__())[self.skip :]
+        self.skip = 0
+        return iter(indices)
+
+
+class _ValSampler(DistributedSampler):
+    """Rank r of R takes images r, r + R, ...: every image once, none repeated.
+
+    Lightning's own DistributedSampler pads the ranks to equal length by repeating images, which
+    counts them twice in the metrics. Unequal batch counts are safe because no validation step
+    holds a collective: metrics and logged means are reduced once, at the epoch's end.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas, rank, shuffle=False)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -60,6 +84,7 @@ class ImageDataModule(L.LightningDataModule):
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
         self._train_sampler: _EpochSampler | None = None
         self._start_epoch = 0
+        self._skip_batches = 0
         self.normalize = v2.Compose(
             [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
         )
@@ -73,19 +98,35 @@ class ImageDataModule(L.LightningDataModule):
         # Lightning 2.6 draws the first batch of a resumed run before it calls set_epoch
         # (Lightning-AI/pytorch-lightning#21938), so the resumed epoch comes from our own state.
         sampler.set_epoch(self._start_epoch)
+        sampler.skip = self._skip_batches * self.batch_size
         self._train_sampler = sampler
+        # The sampler resumes mid-epoch at the batch after the last one trained, which is what
+        # Lightning's warning about loaders without a state_dict doubts.
+        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
         return self._loader(self.train_set, sampler=sampler, drop_last=True)
 
     def state_dict(self) -> dict:
-        """Saved in checkpoints and restored before any batch is drawn: the next epoch's order."""
-        sampler = self._train_sampler
-        return {"next_train_epoch": sampler.next_epoch if sampler else self._start_epoch}
+        """Saved in checkpoints and restored before any batch is drawn: where the training order
+        stands, as the epoch to draw next and how many of its batches were trained already."""
+        sampler, trainer = self._train_sampler, self.trainer
+        if sampler is None or trainer is None:
+            return {"next_train_epoch": self._start_epoch, "train_batches_done": 0}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if 0 < done < trainer.num_training_batches:  # saved mid-epoch, e.g. on SIGTERM
+            return {"next_train_epoch": sampler.epoch, "train_batches_done": done}
+        return {"next_train_epoch": sampler.next_epoch, "train_batches_done": 0}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._start_epoch = state_dict["next_train_epoch"]
+        self._skip_batches = state_dict.get("train_batches_done", 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
+        world_size, rank = (
+            (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        )
+        if world_size == 1:
+            return self._loader(self.val_set)
+        return self._loader(self.val_set, sampler=_ValSampler(self.val_set, world_size, rank))
 
     def _loader(
         self,

@@ -73,7 +73,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
             break
-    state = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+    # A train.py checkpoint of a run with task.ema also holds the average: start from the trained
+    # weights, as from a run without one.
+    state = {
+        k: v
+        for k, v in data.items()
+        if isinstance(v, torch.Tensor) and not k.startswith("model_ema.")
+    }
     if not state:
         raise PretrainedError(f"{path} holds no tensors: expected a state dict")
     for prefix in _PREFIXES:

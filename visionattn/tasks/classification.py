@@ -40,10 +40,14 @@ class ClassificationTask(Task):
         scheduler: dict,
         label_smoothing: float = 0.0,
         mixup: dict | None = None,
+        ema: dict | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(attn=attn, num_classes=num_classes, **model)
+        self.finish_model(ema, channels_last, compile)
         mixup = mixup or {}
         self.mixup = None
         if mixup.get("mixup_alpha", 0.0) > 0 or mixup.get("cutmix_alpha", 0.0) > 0:
@@ -52,8 +56,18 @@ class ClassificationTask(Task):
         else:
             self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.criterion = nn.CrossEntropyLoss()
-        self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        top5 = min(5, num_classes)
+        self.val_metrics = nn.ModuleDict(
+            {
+                prefix: nn.ModuleDict(
+                    {
+                        "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                        "acc5": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
+                    }
+                )
+                for prefix in self.validated_models()
+            }
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -71,23 +85,35 @@ class ClassificationTask(Task):
         self.log_lr(len(labels))
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validate_model(self, model: nn.Module, batch: dict, prefix: str) -> None:
         labels = batch["label"]
-        logits = self(batch["image"])
-        self.val_acc1(logits, labels)
-        self.val_acc5(logits, labels)
-        metrics = {
-            "val/loss": self.criterion(logits, labels),
-            "val/acc1": self.val_acc1,
-            "val/acc5": self.val_acc5,
-        }
-        self.log_dict(metrics, prog_bar=True, sync_dist=True, batch_size=len(labels))
+        logits = model(batch["image"])
+        accuracies = self.val_metrics[prefix]
+        for accuracy in accuracies.values():
+            accuracy(logits, labels)
+        # Accuracies and the loss sum their counts over the devices at the epoch's end.
+        metrics = {f"{prefix}/{name}": accuracy for name, accuracy in accuracies.items()}
+        self.log_dict(metrics, prog_bar=prefix == "val")
+        self.log_val_loss(prefix, self.criterion(logits, labels), len(labels))
 
     def summary(self, metrics: dict[str, float]) -> dict:
-        return {key: metrics.get(f"val/{key}") for key in ("acc1", "acc5", "loss")}
+        def scores(prefix: str) -> dict:
+            return {key: metrics.get(f"{prefix}/{key}") for key in ("acc1", "acc5", "loss")}
+
+        summary = scores("val")
+        if self.model_ema is not None:
+            summary["ema"] = scores("val_ema")
+        return summary
 
     def summary_rows(self, summary: dict, best: float | None = None) -> list[tuple[str, str]]:
         acc1 = percent(summary["acc1"])
         if best is not None:
             acc1 += f" last epoch, {percent(best)} best"
-        return [("val acc1", acc1), ("val acc5", percent(summary["acc5"]))]
+        rows = [("val acc1", acc1), ("val acc5", percent(summary["acc5"]))]
+        if "ema" in summary:
+            ema = summary["ema"]
+            rows += [
+                ("val acc1 (EMA)", percent(ema["acc1"])),
+                ("val acc5 (EMA)", percent(ema["acc5"])),
+            ]
+        return rows

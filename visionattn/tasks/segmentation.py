@@ -5,6 +5,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from visionattn.report import percent
 from visionattn.segmentation import create_segmentor
@@ -34,6 +35,9 @@ class SegmentationTask(Task):
         inference: how validation predicts: ``mode`` ("whole" or "slide", with ``crop`` and
             ``stride``), ``flip`` and ``scales``; see
             :func:`visionattn.segmentation.inference.segment`.
+        ema, channels_last, compile: see :meth:`~visionattn.tasks.task.Task.finish_model`; the
+            EMA is validated as ``val_ema/miou``, ``val_ema/pixel_acc``, ``val_ema/loss`` and
+            ``val_ema/iou/<class>``.
     """
 
     data_kind = "segmentation"
@@ -50,14 +54,21 @@ class SegmentationTask(Task):
         aux_weight: float = 0.4,
         ohem: dict | None = None,
         inference: dict | None = None,
+        ema: dict | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = create_segmentor(model, head, attn, num_classes, attn_at, aux_weight)
+        self.finish_model(ema, channels_last, compile)
         self.inference = {"mode": "whole", **(inference or {})}
-        self.val_metrics = SegmentationMetrics(num_classes)
+        self.val_metrics = nn.ModuleDict(
+            {prefix: SegmentationMetrics(num_classes) for prefix in self.validated_models()}
+        )
         self.class_names = [str(i) for i in range(num_classes)]
-        self.scores: dict = {}
+        # The last validation's scores, by the prefix of their logged keys ("val", "val_ema").
+        self.scores: dict[str, dict] = {}
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -97,50 +108,64 @@ class SegmentationTask(Task):
         self.log_lr(batch_size)
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+    def validate_model(self, model: nn.Module, batch: dict, prefix: str) -> dict:
         images, masks = batch["image"], batch["mask"]
         probs = segment(
-            self.model.predict,
+            model.predict,
             images,
             self.hparams.num_classes,
             out_size=tuple(masks.shape[-2:]),
             **self.inference,
         )
         preds = probs.argmax(1)
-        self.val_metrics.update(preds, masks)
+        self.val_metrics[prefix].update(preds, masks)
         loss = F.nll_loss(probs.clamp_min(1e-8).log(), masks, ignore_index=255)
-        self.log("val/loss", loss, sync_dist=True, batch_size=len(images))
+        self.log_val_loss(prefix, loss, len(images))
         return {"preds": preds}
 
     def on_validation_epoch_end(self) -> None:
-        # compute() sums the confusion matrices of all devices before the scores.
-        scores = self.val_metrics.compute()
-        self.val_metrics.reset()
-        per_class = zip(self.class_names, scores["per_class_iou"].tolist(), strict=True)
-        self.scores = {
-            "miou": float(scores["miou"]),
-            "pixel_acc": float(scores["pixel_acc"]),
-            # None where a class is in neither the labels nor the predictions.
-            "per_class_iou": {name: None if math.isnan(iou) else iou for name, iou in per_class},
-        }
-        self.log_dict(
-            {"val/miou": self.scores["miou"], "val/pixel_acc": self.scores["pixel_acc"]},
-            prog_bar=True,
-        )
-        self.log_dict(
-            {
-                f"val/iou/{name.replace(' ', '_')}": iou
-                for name, iou in self.scores["per_class_iou"].items()
-                if iou is not None
+        for prefix, metrics in self.val_metrics.items():
+            # compute() sums the confusion matrices of all devices before the scores.
+            computed = metrics.compute()
+            metrics.reset()
+            per_class = zip(self.class_names, computed["per_class_iou"].tolist(), strict=True)
+            self.scores[prefix] = scores = {
+                "miou": float(computed["miou"]),
+                "pixel_acc": float(computed["pixel_acc"]),
+                # None where a class is in neither the labels nor the predictions.
+                "per_class_iou": {n: None if math.isnan(iou) else iou for n, iou in per_class},
             }
-        )
+            self.log_dict(
+                {f"{prefix}/miou": scores["miou"], f"{prefix}/pixel_acc": scores["pixel_acc"]},
+                prog_bar=prefix == "val",
+            )
+            self.log_dict(
+                {
+                    f"{prefix}/iou/{name.replace(' ', '_')}": iou
+                    for name, iou in scores["per_class_iou"].items()
+                    if iou is not None
+                }
+            )
 
     def summary(self, metrics: dict[str, float]) -> dict:
-        scores = self.scores or {"miou": None, "pixel_acc": None, "per_class_iou": {}}
-        return {**scores, "loss": metrics.get("val/loss"), "inference": dict(self.inference)}
+        def scores(prefix: str) -> dict:
+            empty = {"miou": None, "pixel_acc": None, "per_class_iou": {}}
+            return {**self.scores.get(prefix, empty), "loss": metrics.get(f"{prefix}/loss")}
+
+        summary = {**scores("val"), "inference": dict(self.inference)}
+        if self.model_ema is not None:
+            summary["ema"] = scores("val_ema")
+        return summary
 
     def summary_rows(self, summary: dict, best: float | None = None) -> list[tuple[str, str]]:
         miou = percent(summary["miou"])
         if best is not None:
             miou += f" last epoch, {percent(best)} best"
-        return [("val mIoU", miou), ("val pixel acc", percent(summary["pixel_acc"]))]
+        rows = [("val mIoU", miou), ("val pixel acc", percent(summary["pixel_acc"]))]
+        if "ema" in summary:
+            ema = summary["ema"]
+            rows += [
+                ("val mIoU (EMA)", percent(ema["miou"])),
+                ("val pixel acc (EMA)", percent(ema["pixel_acc"])),
+            ]
+        return rows

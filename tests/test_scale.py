@@ -1,0 +1,184 @@
+"""Training at scale, end to end: data-parallel processes, preemption and resume, run folders."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from tests.helpers import CONFIGS, ROOT, column, read_metrics, run_script, script_env
+from visionattn.checkpoint import load_checkpoint
+
+# 8 steps an epoch at batch 64; 250 validation images do not split into whole batches or evenly
+# over 2 ranks, so a padded sampler would count some twice.
+SMALL = ["experiment=smoke", "data.train_size=512", "data.val_size=251", "logger=csv"]
+
+
+def test_ddp_validation_equals_one_process_and_rank_0_alone_writes(tmp_path):
+    run_dir = tmp_path / "ddp"
+    args = [*SMALL, "trainer=ddp_cpu", "trainer.max_epochs=2", "logger=default"]
+    args += ["trainer.log_every_n_steps=1", "name=ddp"]
+    result = run_script("train.py", *args, f"hydra.run.dir={run_dir}", tmp=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Evaluate it with:") == 1  # rank 0 reports
+
+    rows = read_metrics(run_dir)
+    steps = {int(r["step"]) for r in rows if r["train/loss_step"]}
+    assert max(steps) < 2 * 512 // 2 // 64  # each rank trains on its half of the images
+    [total, *_] = column(rows, "train/throughput_epoch")
+    [per_device, *_] = column(rows, "train/throughput_per_device_epoch")
+    assert 1.5 * per_device < total < 2.5 * per_device
+
+    # The same checkpoint validated by one process: the same images once each, the same model
+    # (BatchNorm statistics averaged over the ranks before validation, as saved).
+    output = tmp_path / "eval.json"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    evaluated = run_script(
+        "eval.py",
+        f"ckpt_path={ckpt}",
+        f"output={output}",
+        f"hydra.run.dir={tmp_path / 'e'}",
+        tmp=tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    single = json.loads(output.read_text())
+    assert single["images"] == 251
+    assert single["acc1"] == column(rows, "val/acc1")[-1]
+    assert single["loss"] == pytest.approx(column(rows, "val/loss")[-1], rel=1e-5)
+
+    # One run of each logger, one config and one log, and in the log rank 0's lines alone.
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    assert len(list(run_dir.glob("csv/version_*"))) == 1
+    log = (run_dir / "train.log").read_text()
+    assert "GLOBAL_RANK: 0" in log and "GLOBAL_RANK: 1" not in log
+
+
+def test_sync_batchnorm_on_cpu_fails_before_training(tmp_path):
+    args = ["experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]
+    result = run_script("train.py", *args, f"hydra.run.dir={tmp_path / 'run'}", tmp=tmp_path)
+    assert result.returncode == 1
+    assert "trainer.sync_batchnorm=true needs GPUs" in result.stderr
+    assert "trainer=ddp_cpu" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def train_command(name: str, tmp_path) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *SMALL,
+        "trainer.max_epochs=3",
+        "trainer.deterministic=true",
+        f"name={name}",
+        f"hydra.run.dir={tmp_path / name}",
+        "+callbacks.steps._target_=tests.helpers.StepPrinter",
+    ]
+
+
+def test_killed_and_resumed_gives_the_weights_of_a_straight_run(tmp_path):
+    env = script_env(tmp_path)
+    straight = subprocess.run(
+        train_command("straight", tmp_path), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    # SIGTERM from outside, somewhere in the second of three epochs (steps 9 to 16).
+    command = train_command("killed", tmp_path)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in process.stdout:
+        if line.startswith("STEP 10"):
+            process.send_signal(signal.SIGTERM)
+            break
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    assert "The same command continues it (resume=auto)" in out
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    stopped = load_checkpoint(last)
+    assert 10 <= stopped["global_step"] < 24, stopped["global_step"]
+
+    resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {last}" in resumed.stdout
+    # It picked up after the last step it saved, not at the start of that epoch.
+    steps = [
+        int(line.split()[1]) for line in resumed.stdout.splitlines() if line.startswith("STEP")
+    ]
+    assert steps == list(range(stopped["global_step"] + 1, 25))
+
+    expected = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    got = load_checkpoint(last)
+    assert got["global_step"] == expected["global_step"] == 24
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
+    for a, b in zip(
+        got["optimizer_states"][0]["state"].values(),
+        expected["optimizer_states"][0]["state"].values(),
+        strict=True,
+    ):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_named_run_resumes_and_refuses_to_start_over_or_change_model(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*SMALL, "trainer.max_epochs=1", "name=mine", f"hydra.run.dir={run_dir}"]
+    first = run_script("train.py", *args, tmp=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    again = run_script("train.py", *args, "trainer.max_epochs=2", tmp=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming from" in again.stdout and "(epoch 0, step 8)" in again.stdout
+    epochs = {int(r["epoch"]) for r in read_metrics(run_dir) if r["val/acc1"]}
+    assert epochs == {1}  # the newest csv version holds the second epoch alone
+
+    fresh = run_script("train.py", *args, "resume=false", tmp=tmp_path)
+    assert fresh.returncode == 1
+    assert f"{run_dir} already holds a run" in fresh.stderr and "resume=auto" in fresh.stderr
+
+    other = run_script("train.py", *args, "attn=eca", tmp=tmp_path)
+    assert other.returncode == 1
+    assert "was trained with attn=se" in other.stderr and "attn=eca" in other.stderr
+
+
+def run_dir_of(overrides: list[str]) -> str:
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        return cfg.hydra.run.dir
+
+
+def test_the_run_directory_follows_the_name_or_the_slurm_job(monkeypatch):
+    assert run_dir_of(["name=r50-se"]) == "outputs/train/r50-se"
+    assert re.fullmatch(r"outputs/train/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", run_dir_of([]))
+    # Every task of a SLURM job, and every requeue of it, shares the job's id.
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert run_dir_of([]) == "outputs/train/4242"
+
+
+def test_the_slurm_requeue_signal_checkpoints_and_requeues_the_job(tmp_path):
+    # A stand-in for SLURM's scontrol that records how it was called.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "scontrol.args"}\n')
+    scontrol.chmod(0o755)
+    env = {**script_env(tmp_path), "SLURM_JOB_ID": "4242"}
+    env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    command = train_command("requeued", tmp_path)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in process.stdout:
+        if line.startswith("STEP 3"):
+            process.send_signal(signal.SIGUSR1)
+            break
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
+    stopped = load_checkpoint(tmp_path / "requeued" / "checkpoints" / "last.ckpt")
+    assert 3 <= stopped["global_step"] < 24
