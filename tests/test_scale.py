@@ -80,6 +80,21 @@ def train_command(name: str, tmp_path) -> list[str]:
     ]
 
 
+def signal_at_step(command: list[str], env: dict, step: int, signum: int) -> str:
+    """Runs ``command``, sends it ``signum`` once it has printed ``STEP step``, and returns its
+    standard output after checking that it stopped as a signalled run does (143)."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in process.stdout:
+        if line.startswith(f"STEP {step}"):
+            process.send_signal(signum)
+            break
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    return out
+
+
 def test_killed_and_resumed_gives_the_weights_of_a_straight_run(tmp_path):
     env = script_env(tmp_path)
     straight = subprocess.run(
@@ -89,15 +104,7 @@ def test_killed_and_resumed_gives_the_weights_of_a_straight_run(tmp_path):
 
     # SIGTERM from outside, somewhere in the second of three epochs (steps 9 to 16).
     command = train_command("killed", tmp_path)
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    for line in process.stdout:
-        if line.startswith("STEP 10"):
-            process.send_signal(signal.SIGTERM)
-            break
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 143, err[-3000:]
+    out = signal_at_step(command, env, 10, signal.SIGTERM)
     assert "The same command continues it (resume=auto)" in out
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     stopped = load_checkpoint(last)
@@ -169,16 +176,7 @@ def test_the_slurm_requeue_signal_checkpoints_and_requeues_the_job(tmp_path):
     scontrol.chmod(0o755)
     env = {**script_env(tmp_path), "SLURM_JOB_ID": "4242"}
     env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
-    command = train_command("requeued", tmp_path)
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    for line in process.stdout:
-        if line.startswith("STEP 3"):
-            process.send_signal(signal.SIGUSR1)
-            break
-    _, err = process.communicate(timeout=300)
-    assert process.returncode == 143, err[-3000:]
+    signal_at_step(train_command("requeued", tmp_path), env, 3, signal.SIGUSR1)
     assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
     stopped = load_checkpoint(tmp_path / "requeued" / "checkpoints" / "last.ckpt")
     assert 3 <= stopped["global_step"] < 24
