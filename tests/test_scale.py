@@ -134,7 +134,13 @@ def test_killed_and_resumed_gives_the_weights_of_a_straight_run(tmp_path):
 
 def test_a_named_run_resumes_and_refuses_to_start_over_or_change_model(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*SMALL, "trainer.max_epochs=1", "name=mine", f"hydra.run.dir={run_dir}"]
+    args = [
+        *SMALL,
+        "logger=default",
+        "trainer.max_epochs=1",
+        "name=mine",
+        f"hydra.run.dir={run_dir}",
+    ]
     first = run_script("train.py", *args, tmp=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
 
@@ -143,6 +149,9 @@ def test_a_named_run_resumes_and_refuses_to_start_over_or_change_model(tmp_path)
     assert "Resuming from" in again.stdout and "(epoch 0, step 8)" in again.stdout
     epochs = {int(r["epoch"]) for r in read_metrics(run_dir) if r["val/acc1"]}
     assert epochs == {1}  # the newest csv version holds the second epoch alone
+    # Both starts log to one wandb run: offline-run-<time>-<id>, the id the checkpoint carried.
+    ids = {path.name.rsplit("-", 1)[1] for path in run_dir.glob("wandb/offline-run-*")}
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2 and len(ids) == 1
 
     fresh = run_script("train.py", *args, "resume=false", tmp=tmp_path)
     assert fresh.returncode == 1
