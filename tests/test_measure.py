@@ -1,10 +1,20 @@
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from visionattn.measure import count_flops, count_parameters, peak_memory_mb
+from visionattn.attention import create_attention
+from visionattn.measure import (
+    MIB,
+    attention_kernels,
+    count_flops,
+    count_parameters,
+    peak_call_memory,
+    peak_memory_mb,
+    time_call,
+)
 
 
 def test_flops_are_twice_the_multiply_accumulates_of_one_image():
@@ -61,3 +71,45 @@ def test_flops_count_the_multiply_accumulates_of_conv_plugins():
     reduced = involution.reduce.eval()(x).detach()
     generate = count_flops(involution.reduce, x) + count_flops(involution.span, reduced)
     assert count_flops(involution, x) == aggregate + generate
+
+
+def test_call_memory_is_the_allocators_peak_above_what_was_held_before():
+    cpu = torch.device("cpu")
+    held = torch.ones(2**20)  # allocated before the call: not counted
+
+    def call():
+        a = torch.ones(2**20)  # 4 MiB
+        b = a * 2  # 8 MiB live here, the peak
+        del a
+        c = b + 1  # 8 MiB again, never more
+        return c.sum() + held.sum()
+
+    # 8 MiB, and the few bytes of the two sums' scalars.
+    assert 8 * MIB <= peak_call_memory(call, cpu) < 8 * MIB + 1024
+
+
+def test_call_memory_sees_a_fused_attention_kernel_save_the_n_by_n_matrix():
+    cpu = torch.device("cpu")
+    x = torch.randn(1, 64, 32, 32)
+    module = create_attention("nonlocal", 64, sub_sample=False)
+
+    def step():
+        module(x).sum().backward()
+
+    # Through ops.attend the (B, C, H, W) map, seen as (B, N, C), reaches a fused kernel; the
+    # 1024 x 1024 fp32 weights alone would be 4 MiB.
+    assert attention_kernels(step) == ["flash"]
+    assert peak_call_memory(step, cpu) < 4 * MIB
+
+
+def test_time_call_repeats_after_warmup_and_reports_the_median():
+    calls = []
+
+    def call():
+        calls.append(len(calls))
+        time.sleep(0.002 if len(calls) % 2 else 0.004)
+
+    timing = time_call(call, torch.device("cpu"), warmup=3, repeats=5, min_time_s=0.0)
+    assert len(calls) == 3 + 5 and timing.repeats == 5
+    # Timed calls 4..8 slept 4, 2, 4, 2, 4 ms: the median is 4 ms, not the 3.2 ms mean.
+    assert 4.0 <= timing.median_ms < 6.0

@@ -4,16 +4,26 @@
 - FLOPs: ``torch.utils.flop_counter`` on one image in eval mode, as 2 x multiply-accumulates of
   matmuls and convolutions (``scaled_dot_product_attention`` and torchvision's deformable
   convolution included); element-wise ops, softmax and normalisation are not counted;
-- peak memory, in MiB: on a CUDA device ``torch.cuda.max_memory_allocated`` since the last reset,
-  else the process's peak resident set (``VmHWM``; ``ru_maxrss`` where there is no /proc).
+- peak memory of a run, in MiB: on a CUDA device ``torch.cuda.max_memory_allocated`` since the
+  last reset, else the process's peak resident set (``VmHWM``; ``ru_maxrss`` where there is no
+  /proc);
+- peak memory of one call (the benchmark's): the most bytes PyTorch's allocator held above what it
+  held when the call began, so inputs and weights already allocated are not counted; on CUDA from
+  the allocator's own peak, on a CPU from the profiler's allocation events, the same definition;
+- latency: the median wall time of repeated calls after warm-up calls, CUDA synchronised.
 """
 
 import resource
+import statistics
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 MIB = 2**20
@@ -77,3 +87,92 @@ def peak_memory_mb(device: torch.device) -> float:
     # parent's peak, which is why /proc comes first.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MIB if sys.platform == "darwin" else peak / 1024
+
+
+def peak_call_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Bytes the allocator held at its peak during ``fn()`` above what it held before."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        held = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - held
+    # PyTorch keeps no peak for CPU tensors; the profiler records every allocation (+bytes) and
+    # free (-bytes). Its raw events keep them apart; prof.events() folds them into the ops.
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [
+        e
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type().name == "CPU"
+    ]
+    held = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        held += event.nbytes()
+        peak = max(peak, held)
+    return peak
+
+
+def attention_kernels(fn: Callable[[], object]) -> list[str]:
+    """The ``scaled_dot_product_attention`` kernels ``fn()`` ran (``flash``, ``efficient``,
+    ``cudnn``, ``math``), forward and backward: ``math`` means the O(N^2)-memory fallback."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    kernels = set()
+    for event in prof.profiler.kineto_results.events():
+        name = event.name()
+        if name.startswith("aten::_scaled_dot_product_") and not name.endswith("_backward"):
+            for kernel in ("flash", "efficient", "cudnn", "math"):
+                if kernel in name:
+                    kernels.add(kernel)
+    return sorted(kernels)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall times of repeated calls, in milliseconds."""
+
+    median_ms: float
+    iqr_ms: float
+    repeats: int
+
+
+def time_call(
+    fn: Callable[[], object],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    min_time_s: float = 0.5,
+    max_time_s: float = 10.0,
+    max_repeats: int = 1000,
+) -> Timing:
+    """Median of at least ``repeats`` timed calls and at least ``min_time_s`` of them, after
+    ``warmup`` untimed ones (lazy initialisation, autotuning, allocator growth). A case slower
+    than ``max_time_s`` (a quadratic plugin on a big map, on a CPU) stops at one warm-up call
+    and as many timed ones as fit, at least one.
+
+    Hand-written because ``torch.utils.benchmark``'s autorange has no minimum number of repeats:
+    a case slower than its run time would be timed once.
+    """
+    for _ in range(warmup):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        if time.perf_counter() - start > max_time_s / repeats:
+            break
+    times: list[float] = []
+    while len(times) < max_repeats and (len(times) < repeats or sum(times) < min_time_s):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+        if sum(times) > max_time_s:
+            break
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return Timing(
+        median_ms=statistics.median(times) * 1e3,
+        iqr_ms=(quartiles[2] - quartiles[0]) * 1e3,
+        repeats=len(times),
+    )

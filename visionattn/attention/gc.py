@@ -16,9 +16,11 @@ class GlobalContext(nn.Module):
     attention-pooled context vector (a single learned query over all positions), transformed by
     a ``C -> C/r -> C`` bottleneck with LayerNorm, added to every position.
 
-    The pooling is ``softmax(q k^T) v`` with ``q = W_k`` and ``k = v = x``, so it runs through
-    :func:`ops.attend` (unscaled, as in the paper). ``W_k`` has no bias: a constant logit leaves
-    the softmax unchanged. The last conv starts at zero, so a fresh block returns its input.
+    The pooling is the paper's two products: logits ``W_k x`` (a 1x1 conv to one channel),
+    then ``x a^T`` on the ``(C, HW)`` map as it lies; a one-query attention call would first copy
+    the map into ``(HW, C)`` (3x the forward time on a CPU). The softmax is in fp32, also under
+    autocast. ``W_k`` has no bias: a constant logit leaves the softmax unchanged. The last conv
+    starts at zero, so a fresh block returns its input.
 
     Args:
         channels: input channels C.
@@ -50,8 +52,6 @@ class GlobalContext(nn.Module):
         nn.init.zeros_(self.transform[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c = x.shape[:2]
-        values = x.flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, HW, C)
-        query = self.conv_mask.weight.reshape(1, 1, 1, c).to(values.dtype).expand(b, 1, 1, c)
-        context = ops.attend(query, values, values, scale=1.0)  # (B, 1, 1, C)
-        return x + self.transform(context.reshape(b, c, 1, 1))
+        weights = ops.softmax(self.conv_mask(x).flatten(2), dim=-1)  # (B, 1, HW)
+        context = x.flatten(2) @ weights.transpose(1, 2)  # (B, C, 1)
+        return x + self.transform(context.unsqueeze(-1))

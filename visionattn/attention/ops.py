@@ -25,6 +25,9 @@ def attend(
     mask, True where attention is allowed). The default scale is ``1 / sqrt(d)``."""
     if bias is not None and bias.dtype != torch.bool:
         bias = bias.to(q.dtype)
+    # The fused kernels need a unit stride along the last axis; a (B, C, H, W) map viewed as
+    # (B, N, C) has stride N there, and would silently take the O(N^2)-memory math kernel.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
 
 

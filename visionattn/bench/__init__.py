@@ -1,0 +1,1 @@
+"""The cost report: python -m visionattn.bench."""

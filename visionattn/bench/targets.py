@@ -1,0 +1,108 @@
+"""The issue's targets, read off the measured tables: each names what it compares, the figure,
+the limit and whether the run met it. No test times anything; a missed target shows here."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# The CCNet paper's cost of RCCA (R = 2) on a 1 x 512 x 97 x 97 map, and its memory claim.
+CCNET_PAPER_GFLOPS = 16.5
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    measured: float
+    limit: str
+    met: bool
+
+    def row(self) -> dict:
+        return {
+            "target": self.what,
+            "measured": self.measured,
+            "limit": self.limit,
+            "met": "yes" if self.met else "MISSED",
+        }
+
+
+def _at_most(limit: float) -> tuple[str, Callable[[float], bool]]:
+    return f"<= {limit:g}", lambda value: value <= limit
+
+
+def _at_least(limit: float) -> tuple[str, Callable[[float], bool]]:
+    return f">= {limit:g}", lambda value: value >= limit
+
+
+def _target(what: str, measured: float, rule: tuple[str, Callable[[float], bool]]) -> Target:
+    text, check = rule
+    return Target(what, measured, text, check(measured))
+
+
+def evaluate(results: dict[str, list[dict]]) -> list[Target]:
+    """Every target whose figures are in ``results`` (the tables of the suites that ran)."""
+    targets = []
+    for row in results.get("model_peers", []):
+        if row["library"] != "visionattn":
+            targets.append(
+                _target(
+                    f"{row['architecture']}: training throughput, ours / {row['library']}",
+                    row["train_ratio"],
+                    _at_least(1.0),
+                )
+            )
+    for row in results.get("plugin_peers", []):
+        if row["library"] == "visionattn":
+            targets.append(
+                _target(
+                    f"{row['plugin']} {row['shape']}: forward+backward latency, ours / timm",
+                    row["train_ratio"],
+                    _at_most(1.05),
+                )
+            )
+    attention = {(r["plugin"], r["shape"], r["settings"]): r for r in results.get("attention", [])}
+    for (plugin, shape, settings), row in attention.items():
+        if plugin == "nonlocal" and shape == "1x256x64x64":
+            case = f"nonlocal 1x256x64x64 ({settings or 'as configured'}) forward+backward"
+            targets.append(
+                _target(
+                    f"{case}: peak memory, fused / explicit",
+                    row["fused_train_peak_mib"] / row["explicit_train_peak_mib"],
+                    _at_most(0.25),
+                )
+            )
+            targets.append(
+                _target(
+                    f"{case}: latency, fused / explicit",
+                    row["fused_train_ms"] / row["explicit_train_ms"],
+                    _at_most(1.0),
+                )
+            )
+    ccnet = attention.get(("ccnet", "1x512x97x97", ""))
+    if ccnet:
+        low, high = 0.95 * CCNET_PAPER_GFLOPS, 1.05 * CCNET_PAPER_GFLOPS
+        targets.append(
+            _target(
+                "ccnet (RCCA, R=2) 1x512x97x97: GFLOPs (paper: 16.5)",
+                ccnet["gflops"],
+                (f"{low:.2f} to {high:.2f}", lambda value: low <= value <= high),
+            )
+        )
+        reference = attention.get(("nonlocal", "1x512x97x97", "sub_sample=False"))
+        if reference:
+            targets.append(
+                _target(
+                    "ccnet 1x512x97x97 forward+backward: peak memory / non-local's "
+                    "(explicit, all positions, as the paper's; the paper: 1/11)",
+                    ccnet["fused_train_peak_mib"] / reference["explicit_train_peak_mib"],
+                    _at_most(1 / 8),
+                )
+            )
+    for row in results.get("loop", []):
+        targets.append(
+            _target(
+                f"Lightning loop step / plain loop step - 1 ({row['model']}, batch "
+                f"{row['batch']} at {row['image_size']} px)",
+                row["overhead"],
+                _at_most(0.03),
+            )
+        )
+    return targets
