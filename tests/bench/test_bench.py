@@ -100,6 +100,9 @@ def test_unknown_names_fail_before_measuring_and_list_the_valid_ones(tmp_path, c
     with pytest.raises(SystemExit):
         main(["plugin"])
     assert "unknown suite plugin; valid: plugins, models" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["peers", "--peer-shape", "8", "256", "32", "16"])
+    assert "the peers run on square maps, got H=32 and W=16" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

@@ -88,6 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [suite for suite in args.suites if suite not in SUITES]
     if unknown:
         parser.error(f"unknown suite {', '.join(unknown)}; valid: {', '.join(SUITES)}")
+    if args.peer_shape[2] != args.peer_shape[3]:
+        parser.error(
+            f"--peer-shape: the peers run on square maps, got H={args.peer_shape[2]} "
+            f"and W={args.peer_shape[3]}"
+        )
     args.suites = args.suites or list(SUITES)
     return args
 
