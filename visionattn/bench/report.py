@@ -127,13 +127,11 @@ def _plugin_sections(rows: list[dict], out: Path) -> list[str]:
     ]
     for channels in dict.fromkeys(r["channels"] for r in rows):
         for batch in dict.fromkeys(r["batch"] for r in rows):
-            case = [r for r in rows if r["channels"] == channels and r["batch"] == batch]
-            for r in case:
-                r["cell"] = (
-                    f"{r['train_ms']:.3g} ms / {r['train_peak_mib']:.3g} MiB"
-                    if "train_ms" in r
-                    else None
-                )
+            case = [
+                {**r, "cell": _cell(r)}
+                for r in rows
+                if r["channels"] == channels and r["batch"] == batch
+            ]
             table, columns = pivot(case, "plugin", "size", "cell", fmt="{0}x{0}")
             biggest = max(r["size"] for r in case)
             largest = {r["plugin"]: r for r in case if r["size"] == biggest}
@@ -146,9 +144,14 @@ def _plugin_sections(rows: list[dict], out: Path) -> list[str]:
                 params="params", gflops=f"GFLOPs at {biggest}x{biggest}", kernel="SDPA kernel"
             )
             lines += [f"### C = {channels}, batch {batch}", "", markdown_table(table, columns), ""]
-            for r in case:
-                r.pop("cell")
         plot = out / f"plugins_c{channels}.png"
         complexity_plot(rows, channels, plot)
         lines += [f"![plugins at C={channels}]({plot.name})", ""]
     return lines
+
+
+def _cell(row: dict) -> str | None:
+    """A plugin-table cell: forward+backward latency and peak memory, or None where unmeasured."""
+    if "train_ms" not in row:
+        return None
+    return f"{row['train_ms']:.3g} ms / {row['train_peak_mib']:.3g} MiB"
