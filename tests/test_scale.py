@@ -67,7 +67,7 @@ def test_sync_batchnorm_on_cpu_fails_before_training(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def train_command(name: str, tmp_path) -> list[str]:
+def train_command(name: str, tmp_path, *overrides: str) -> list[str]:
     return [
         sys.executable,
         str(ROOT / "train.py"),
@@ -77,6 +77,7 @@ def train_command(name: str, tmp_path) -> list[str]:
         f"name={name}",
         f"hydra.run.dir={tmp_path / name}",
         "+callbacks.steps._target_=tests.helpers.StepPrinter",
+        *overrides,
     ]
 
 
@@ -95,15 +96,23 @@ def signal_at_step(command: list[str], env: dict, step: int, signum: int) -> str
     return out
 
 
-def test_killed_and_resumed_gives_the_weights_of_a_straight_run(tmp_path):
+# bf16 autocast runs on CPUs too (16-mixed's scaler: tests/tasks/test_mixed_precision.py).
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_killed_and_resumed_gives_the_weights_of_a_straight_run(tmp_path, precision):
     env = script_env(tmp_path)
+    overrides = [f"trainer.precision={precision}"]
     straight = subprocess.run(
-        train_command("straight", tmp_path), cwd=ROOT, env=env, capture_output=True, text=True
+        train_command("straight", tmp_path, *overrides),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert straight.returncode == 0, straight.stderr[-3000:]
+    assert ("bfloat16 Automatic Mixed Precision" in straight.stderr) == (precision != "32-true")
 
     # SIGTERM from outside, somewhere in the second of three epochs (steps 9 to 16).
-    command = train_command("killed", tmp_path)
+    command = train_command("killed", tmp_path, *overrides)
     out = signal_at_step(command, env, 10, signal.SIGTERM)
     assert "The same command continues it (resume=auto)" in out
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
