@@ -127,9 +127,10 @@ def main(cfg: DictConfig) -> float | None:
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint else None
     best = None if best is None else float(best)
+    monitor = (checkpoint.monitor if checkpoint else None) or ""
     cost = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), CostMonitor())
     rows = [
-        *task.summary_rows(task.summary(metrics), best),
+        *task.summary_rows(task.summary(metrics), best, monitor),
         *cost_rows(cost.train_summary, cost.params, cost.flops),
         ("wall time", f"{minutes} min {seconds} s (training and validation)"),
         *skipped.rows(),
@@ -138,7 +139,8 @@ def main(cfg: DictConfig) -> float | None:
     footer = []
     if checkpoint and checkpoint.best_model_path:
         rows.append(("checkpoint", display_path(checkpoint.best_model_path)))
-        footer = ["Evaluate it with:", f"  {eval_command(checkpoint.best_model_path)}"]
+        ema = monitor.startswith("val_ema/")  # best.ckpt is the average's best
+        footer = ["Evaluate it with:", f"  {eval_command(checkpoint.best_model_path, ema)}"]
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 

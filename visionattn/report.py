@@ -22,12 +22,14 @@ def display_path(path: str | Path) -> str:
         return str(path)
 
 
-def eval_command(ckpt_path: str | Path) -> str:
-    """The shell line that evaluates ``ckpt_path``, quoted for Hydra and for the shell."""
+def eval_command(ckpt_path: str | Path, ema: bool = False) -> str:
+    """The shell line that evaluates ``ckpt_path`` (its weights' average with ``ema``), quoted
+    for Hydra and for the shell."""
     value = display_path(ckpt_path)
     if not _HYDRA_SAFE.fullmatch(value):
         value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return f"python eval.py {shlex.quote('ckpt_path=' + value)}"
+    command = f"python eval.py {shlex.quote('ckpt_path=' + value)}"
+    return command + " ema=true" if ema else command
 
 
 def _si(value: float, unit: str) -> str:

@@ -130,3 +130,43 @@ def test_a_model_that_cannot_learn_stays_at_chance():
     trainer.fit(task, data)
     [metrics] = trainer.validate(task, data, verbose=False)
     assert metrics["val/acc1"] <= 0.25 + 0.1  # four balanced classes
+
+
+def test_the_report_puts_the_best_score_beside_the_monitored_score():
+    task = make_task()
+    average = {"acc1": 0.6, "acc5": 0.95, "loss": 0.9}
+    summary = {"acc1": 0.5, "acc5": 0.9, "loss": 1.0, "ema": average}
+    rows = dict(task.summary_rows(summary, best=0.7, monitor="val/acc1"))
+    assert rows["val acc1"] == "50.00% last epoch, 70.00% best"
+    assert rows["val acc1 (EMA)"] == "60.00%"
+    rows = dict(task.summary_rows(summary, best=0.7, monitor="val_ema/acc1"))
+    assert rows["val acc1"] == "50.00%"
+    assert rows["val acc1 (EMA)"] == "60.00% last epoch, 70.00% best"
+    # A score the report does not show gets a row of its own.
+    *scores, last = task.summary_rows(summary, best=0.85, monitor="val/loss")
+    assert last == ("best val/loss", "0.85")
+    assert [name for name, _ in scores] == [
+        "val acc1", "val acc5", "val acc1 (EMA)", "val acc5 (EMA)"
+    ]  # fmt: skip
+    assert not any("best" in value for _, value in scores)
+
+
+@pytest.mark.parametrize("algorithm", [None, "norm", "value"])
+def test_gradient_clipping_bounds_the_first_update(algorithm):
+    # Plain SGD's first step is lr x gradient, so the update shows the clipped gradient.
+    lr, clip = 0.5, 1e-3
+    optimizer = {"opt": "momentum", "lr": lr, "momentum": 0.0, "weight_decay": 0.0}
+    task = ClassificationTask(TINY_MODEL, {"name": "se"}, 4, optimizer, {"sched": "cosine"})
+    before = torch.cat([p.detach().flatten().clone() for p in task.model.parameters()])
+    clipping = {"gradient_clip_val": clip, "gradient_clip_algorithm": algorithm}
+    make_trainer(max_epochs=1, max_steps=1, **(clipping if algorithm else {})).fit(
+        task, make_data()
+    )
+    after = torch.cat([p.detach().flatten() for p in task.model.parameters()])
+    gradient = (before - after) / lr
+    if algorithm is None:
+        assert gradient.norm() > 10 * clip
+    elif algorithm == "norm":
+        assert gradient.norm() == pytest.approx(clip, rel=1e-3)
+    else:
+        assert gradient.abs().max() == pytest.approx(clip, rel=1e-3)

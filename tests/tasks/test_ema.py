@@ -2,6 +2,8 @@
 eval.py's ``ema=true``."""
 
 import json
+import re
+import shlex
 from itertools import pairwise
 
 import lightning as L
@@ -228,16 +230,22 @@ def test_eval_of_the_average_reproduces_its_logged_accuracy(tmp_path):
         "trainer.max_epochs=1",
         "data.train_size=256",
         "task.ema.decay=0.9",
+        "monitor=val_ema/acc1",
         "logger=csv",
         f"hydra.run.dir={run_dir}",
         tmp=tmp_path,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "val acc1 (EMA)" in trained.stdout
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    # The best score sits on the row of the monitored average, and the command evaluates it.
+    assert re.search(r"val acc1 \(EMA\) +[\d.]+% last epoch, [\d.]+% best", trained.stdout)
+    [command] = [
+        x.strip() for x in trained.stdout.splitlines() if x.strip().startswith("python eval.py")
+    ]
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    assert shlex.split(command)[2:] == [f"ckpt_path={ckpt}", "ema=true"]
     output = tmp_path / "eval.json"
     evaluated = run_script(
-        "eval.py", f"ckpt_path={ckpt}", "ema=true", f"output={output}",
+        "eval.py", *shlex.split(command)[2:], f"output={output}",
         f"hydra.run.dir={tmp_path / 'eval'}", tmp=tmp_path,
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

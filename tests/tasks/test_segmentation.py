@@ -117,6 +117,6 @@ def test_the_summary_has_the_json_keys_and_the_report_rows():
     summary = task.summary({"val/loss": 0.3})
     assert summary["miou"] == 0.5 and summary["per_class_iou"]["b"] is None
     assert summary["inference"]["mode"] == "whole"
-    rows = dict(task.summary_rows(summary, best=0.6))
+    rows = dict(task.summary_rows(summary, best=0.6, monitor="val/miou"))
     assert rows["val mIoU"] == "50.00% last epoch, 60.00% best"
     assert rows["val pixel acc"] == "90.00%"

@@ -1,6 +1,8 @@
 """Image classification: cross-entropy with label smoothing, or timm's mixup and cutmix with its
 soft-target loss; top-1 and top-5 accuracy; timm optimiser and schedule."""
 
+from typing import ClassVar
+
 import torch
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
@@ -8,7 +10,6 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from visionattn.models import create_model
-from visionattn.report import percent
 from visionattn.tasks.task import Task
 
 
@@ -30,6 +31,7 @@ class ClassificationTask(Task):
     """
 
     data_kind = "classification"
+    report_scores: ClassVar[dict[str, str]] = {"acc1": "acc1", "acc5": "acc5"}
 
     def __init__(
         self,
@@ -104,16 +106,3 @@ class ClassificationTask(Task):
         if self.model_ema is not None:
             summary["ema"] = scores("val_ema")
         return summary
-
-    def summary_rows(self, summary: dict, best: float | None = None) -> list[tuple[str, str]]:
-        acc1 = percent(summary["acc1"])
-        if best is not None:
-            acc1 += f" last epoch, {percent(best)} best"
-        rows = [("val acc1", acc1), ("val acc5", percent(summary["acc5"]))]
-        if "ema" in summary:
-            ema = summary["ema"]
-            rows += [
-                ("val acc1 (EMA)", percent(ema["acc1"])),
-                ("val acc5 (EMA)", percent(ema["acc5"])),
-            ]
-        return rows

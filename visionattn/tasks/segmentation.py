@@ -2,12 +2,12 @@
 FCN head, cross-entropy on logits upsampled to the labels, mIoU from one confusion matrix."""
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionattn.report import percent
 from visionattn.segmentation import create_segmentor
 from visionattn.segmentation.inference import segment
 from visionattn.segmentation.loss import segmentation_loss
@@ -41,6 +41,7 @@ class SegmentationTask(Task):
     """
 
     data_kind = "segmentation"
+    report_scores: ClassVar[dict[str, str]] = {"miou": "mIoU", "pixel_acc": "pixel acc"}
 
     def __init__(
         self,
@@ -156,16 +157,3 @@ class SegmentationTask(Task):
         if self.model_ema is not None:
             summary["ema"] = scores("val_ema")
         return summary
-
-    def summary_rows(self, summary: dict, best: float | None = None) -> list[tuple[str, str]]:
-        miou = percent(summary["miou"])
-        if best is not None:
-            miou += f" last epoch, {percent(best)} best"
-        rows = [("val mIoU", miou), ("val pixel acc", percent(summary["pixel_acc"]))]
-        if "ema" in summary:
-            ema = summary["ema"]
-            rows += [
-                ("val mIoU (EMA)", percent(ema["miou"])),
-                ("val pixel acc (EMA)", percent(ema["pixel_acc"])),
-            ]
-        return rows

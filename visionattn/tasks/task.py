@@ -5,7 +5,7 @@ channels_last and torch.compile, and the summary the entry points print."""
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -16,6 +16,8 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
+from visionattn.report import percent
+
 EMA_PREFIX = "model_ema.module."
 
 
@@ -25,6 +27,9 @@ class Task(L.LightningModule):
 
     ``data_kind``: the ``kind`` of datamodule they train on ("classification" or
     "segmentation"), checked before the first batch.
+
+    ``report_scores``: the keys of :meth:`summary` that the printed report shows, as percentages,
+    with their names there.
 
     They validate in :meth:`validate_model`, once for each of :meth:`validated_models`, and keep the
     metric objects of each apart.
@@ -37,6 +42,7 @@ class Task(L.LightningModule):
     """
 
     data_kind: str
+    report_scores: ClassVar[dict[str, str]]
 
     def finish_model(
         self, ema: dict | None = None, channels_last: bool = False, compile: bool = False
@@ -175,9 +181,26 @@ class Task(L.LightningModule):
         an EMA, its results under ``ema``."""
         raise NotImplementedError
 
-    def summary_rows(self, summary: dict, best: float | None = None) -> list[tuple[str, str]]:
-        """Rows of the printed report for ``summary``; ``best`` is the checkpoint's best score."""
-        raise NotImplementedError
+    def summary_rows(
+        self, summary: dict, best: float | None = None, monitor: str = ""
+    ) -> list[tuple[str, str]]:
+        """Rows of the printed report for ``summary``: the validation scores, then the EMA's.
+        ``best``, the checkpoint's best value of the metric ``monitor`` (``val/acc1``, say),
+        goes beside that score, or on a row of its own where the report shows no such score."""
+        scored = {"val": ("", summary)}
+        if "ema" in summary:
+            scored["val_ema"] = (" (EMA)", summary["ema"])
+        rows = []
+        for prefix, (suffix, scores) in scored.items():
+            for key, name in self.report_scores.items():
+                value = percent(scores[key])
+                if best is not None and monitor == f"{prefix}/{key}":
+                    value += f" last epoch, {percent(best)} best"
+                    best = None
+                rows.append((f"val {name}{suffix}", value))
+        if best is not None:
+            rows.append((f"best {monitor}", f"{best:.4g}"))
+        return rows
 
 
 def model_weights(state_dict: Mapping[str, torch.Tensor], ema: bool = False) -> dict:
