@@ -1,10 +1,12 @@
 """Shared by the tests: paths, config composition, running the entry points, reading logs."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -42,6 +44,18 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+def evaluate(
+    ckpt: str | Path, tmp: Path, *args: str, runner: Callable = run_script
+) -> tuple[dict, subprocess.CompletedProcess]:
+    """``eval.py ckpt_path=ckpt ARGS`` run in ``tmp``, which must succeed: its JSON and the run."""
+    output = tmp / "eval.json"
+    result = runner(
+        "eval.py", f"ckpt_path={ckpt}", f"output={output}", f"hydra.run.dir={tmp}", *args, tmp=tmp
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(output.read_text()), result
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from torchvision.datasets import CIFAR10
 
 from tests.data.test_cifar import make_cifar
 from tests.data.test_imagefolder import corrupt, make_imagefolder
-from tests.helpers import ROOT, column, read_metrics, run_script, script_env
+from tests.helpers import ROOT, column, evaluate, read_metrics, run_script, script_env
 
 # Three colour-coded classes at 16 px, one block a stage: seconds a run.
 SMALL = [
@@ -22,16 +22,6 @@ SMALL = [
     "trainer.max_epochs=5",
     "logger=csv",
 ]
-
-
-def evaluate(ckpt, tmp_path, *args, runner=run_script):
-    output = tmp_path / "eval.json"
-    result = runner(
-        "eval.py", f"ckpt_path={ckpt}", f"output={output}", f"hydra.run.dir={tmp_path}", *args,
-        tmp=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(output.read_text()), result
 
 
 @pytest.fixture(scope="module")

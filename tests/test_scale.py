@@ -1,6 +1,5 @@
 """Training at scale, end to end: data-parallel processes, preemption and resume, run folders."""
 
-import json
 import os
 import re
 import signal
@@ -11,7 +10,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tests.helpers import CONFIGS, ROOT, column, read_metrics, run_script, script_env
+from tests.helpers import (
+    CONFIGS,
+    ROOT,
+    column,
+    evaluate,
+    read_metrics,
+    run_script,
+    script_env,
+)
 from visionattn.checkpoint import load_checkpoint
 
 # 8 steps an epoch at batch 64; 250 validation images do not split into whole batches or evenly
@@ -36,17 +43,7 @@ def test_ddp_validation_equals_one_process_and_rank_0_alone_writes(tmp_path):
 
     # The same checkpoint validated by one process: the same images once each, the same model
     # (BatchNorm statistics averaged over the ranks before validation, as saved).
-    output = tmp_path / "eval.json"
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    evaluated = run_script(
-        "eval.py",
-        f"ckpt_path={ckpt}",
-        f"output={output}",
-        f"hydra.run.dir={tmp_path / 'e'}",
-        tmp=tmp_path,
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    single = json.loads(output.read_text())
+    single, _ = evaluate(run_dir / "checkpoints" / "last.ckpt", tmp_path / "e")
     assert single["images"] == 251
     assert single["acc1"] == column(rows, "val/acc1")[-1]
     assert single["loss"] == pytest.approx(column(rows, "val/loss")[-1], rel=1e-5)

@@ -1,14 +1,12 @@
 """``python train.py task=segmentation`` and ``python eval.py`` end to end, as a user runs them."""
 
-import json
-
 import pytest
 from PIL import Image
 
 from tests.data.test_ade20k import make_ade20k
 from tests.data.test_cityscapes import make_cityscapes
 from tests.data.test_voc import make_voc
-from tests.helpers import column, read_metrics, run_script
+from tests.helpers import column, evaluate, read_metrics, run_script
 
 # Four classes (the background and three shapes) at 32 px, one block a stage: about 40 s.
 SMALL = [
@@ -31,18 +29,8 @@ def run(tmp_path_factory):
     return run_dir, result
 
 
-def evaluate(run_dir, tmp_path, *args):
-    output = tmp_path / "eval.json"
-    result = run_script(
-        "eval.py",
-        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
-        f"output={output}",
-        f"hydra.run.dir={tmp_path}",
-        *args,
-        tmp=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(output.read_text()), result
+def evaluate_best(run_dir, tmp_path, *args):
+    return evaluate(run_dir / "checkpoints" / "best.ckpt", tmp_path, *args)
 
 
 def test_it_learned(run):
@@ -60,7 +48,7 @@ def test_it_learned(run):
 
 def test_eval_reproduces_the_logged_miou_and_writes_the_json(run, tmp_path):
     run_dir, _ = run
-    metrics, result = evaluate(run_dir, tmp_path)
+    metrics, result = evaluate_best(run_dir, tmp_path)
     best = max(column(read_metrics(run_dir), "val/miou"))
     assert metrics["miou"] == pytest.approx(best, abs=1e-6)
     for key in ("miou", "pixel_acc", "per_class_iou", "throughput", "peak_memory_mb", "params",
@@ -74,14 +62,14 @@ def test_eval_reproduces_the_logged_miou_and_writes_the_json(run, tmp_path):
 
 def test_one_window_covering_the_image_equals_whole_image_inference(run, tmp_path):
     run_dir, _ = run
-    whole, _ = evaluate(run_dir, tmp_path / "whole")
-    slide, _ = evaluate(
+    whole, _ = evaluate_best(run_dir, tmp_path / "whole")
+    slide, _ = evaluate_best(
         run_dir, tmp_path / "slide", "inference.mode=slide", "inference.crop=32",
         "inference.stride=32",
     )  # fmt: skip
     assert slide["miou"] == whole["miou"] and slide["inference"]["mode"] == "slide"
     # Overlapping windows and test-time augmentation run and score on the same labels.
-    tta, _ = evaluate(
+    tta, _ = evaluate_best(
         run_dir, tmp_path / "tta", "inference.mode=slide", "inference.crop=24",
         "inference.stride=8", "inference.flip=true", "inference.scales=[0.75,1.0,1.25]",
     )  # fmt: skip
@@ -91,7 +79,7 @@ def test_one_window_covering_the_image_equals_whole_image_inference(run, tmp_pat
 
 def test_eval_saves_coloured_overlays(run, tmp_path):
     run_dir, _ = run
-    evaluate(run_dir, tmp_path, "overlays=3")
+    evaluate_best(run_dir, tmp_path, "overlays=3")
     saved = sorted((tmp_path / "overlays").glob("*.png"))
     assert [p.name for p in saved] == ["0000.png", "0001.png", "0002.png"]
     with Image.open(saved[0]) as image:
@@ -121,7 +109,7 @@ def test_real_dataset_layouts_train_and_evaluate(dataset, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     moved = root.rename(tmp_path / "moved")
-    metrics, _ = evaluate(run_dir, tmp_path, f"data.root={moved}")
+    metrics, _ = evaluate_best(run_dir, tmp_path, f"data.root={moved}")
     assert metrics["miou"] == pytest.approx(column(read_metrics(run_dir), "val/miou")[-1])
     assert len(metrics["per_class_iou"]) == {"voc": 21, "cityscapes": 19, "ade20k": 150}[dataset]
 

@@ -9,7 +9,15 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, column, read_metrics, read_wandb_records, run_script, script_env
+from tests.helpers import (
+    ROOT,
+    column,
+    evaluate,
+    read_metrics,
+    read_wandb_records,
+    run_script,
+    script_env,
+)
 from visionattn.checkpoint import load_checkpoint
 
 EPOCHS = 4  # experiment=smoke
@@ -212,17 +220,8 @@ def test_a_run_starts_from_pretrained_weights_and_eval_needs_only_its_checkpoint
     [after] = column(read_metrics(tuned), "val/acc1")
     assert after > max(scratch[0] + 0.1, max(scratch) - 0.1), (scratch, after)
     start.unlink()  # eval rebuilds the model from the checkpoint alone
-    output = tmp_path / "eval.json"
-    ckpt = tuned / "checkpoints" / "last.ckpt"
-    evaluated = run_script(
-        "eval.py",
-        f"ckpt_path={ckpt}",
-        f"output={output}",
-        f"hydra.run.dir={tmp_path}",
-        tmp=tmp_path,
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert json.loads(output.read_text())["acc1"] == pytest.approx(after, abs=1e-6)
+    scores, _ = evaluate(tuned / "checkpoints" / "last.ckpt", tmp_path)
+    assert scores["acc1"] == pytest.approx(after, abs=1e-6)
 
 
 def test_bad_checkpoints_fail_on_one_line_naming_the_path(tmp_path):

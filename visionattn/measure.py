@@ -134,7 +134,6 @@ class Timing:
     """Wall times of repeated calls, in milliseconds."""
 
     median_ms: float
-    iqr_ms: float
     repeats: int
 
 
@@ -170,9 +169,4 @@ def time_call(
         times.append(time.perf_counter() - start)
         if sum(times) > max_time_s:
             break
-    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return Timing(
-        median_ms=statistics.median(times) * 1e3,
-        iqr_ms=(quartiles[2] - quartiles[0]) * 1e3,
-        repeats=len(times),
-    )
+    return Timing(median_ms=statistics.median(times) * 1e3, repeats=len(times))
