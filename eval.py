@@ -23,9 +23,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
+@hydra.main(version_base="1.3", config_path="pkg://visionattn.configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     # Imported here so that a mistyped option fails at once, before torch loads.
+    import lightning as L
     from hydra.utils import instantiate
 
     from visionattn.callbacks import CostMonitor, SegmentationOverlays, SkippedImages
@@ -50,7 +51,7 @@ def main(cfg: DictConfig) -> None:
             )
         moved = {key: value for key, value in cfg.data.items() if value is not None}
         data_config = OmegaConf.to_container(OmegaConf.merge(trained["data"], moved))
-        datamodule = instantiate_trusted(data_config)
+        datamodule = instantiate_trusted(data_config, L.LightningDataModule)
         # What the datamodule saved of itself, the class list among it: labels map as in training.
         state = checkpoint.get(type(datamodule).__qualname__)
         if state is not None:
@@ -64,7 +65,7 @@ def main(cfg: DictConfig) -> None:
             if "inference" not in task_config:
                 raise SystemExit("error: inference.* applies to segmentation checkpoints only")
             task_config["inference"] = {**task_config["inference"], **inference}
-        task = instantiate_trusted(task_config)
+        task = instantiate_trusted(task_config, L.LightningModule)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     task.load_state_dict(weights)

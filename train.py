@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://visionattn.configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # Imported here so that a mistyped option fails at once, before torch loads.
     import lightning as L
@@ -34,10 +34,12 @@ def main(cfg: DictConfig) -> float | None:
         SkippedImages,
         StoreConfig,
         saved_wandb_run_id,
+        saved_world_size,
     )
     from visionattn.checkpoint import (
         CheckpointError,
-        check_same_model,
+        check_resume,
+        check_world_size,
         load_checkpoint,
         resume_path,
         run_config,
@@ -62,7 +64,7 @@ def main(cfg: DictConfig) -> float | None:
         ckpt_path = cfg.ckpt_path or resume_path(cfg.resume, checkpoints / "last.ckpt")
         checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
         if checkpoint is not None:
-            check_same_model(run_config(checkpoint, ckpt_path), config, ckpt_path)
+            check_resume(run_config(checkpoint, ckpt_path), config, ckpt_path)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
 
@@ -75,10 +77,9 @@ def main(cfg: DictConfig) -> float | None:
         if run_id:
             logger_args["wandb"] = {"id": run_id, "resume": "allow"}
 
+    # The model's initialisation, the same on every rank; ResumeState seeds each rank's own
+    # stream once the ranks exist.
     L.seed_everything(cfg.seed, workers=True)
-    if rank_zero:
-        OmegaConf.save(config, output_dir / "config.yaml")
-
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
     skipped = SkippedImages()
@@ -87,13 +88,11 @@ def main(cfg: DictConfig) -> float | None:
     callbacks += [
         StoreConfig(config),
         skipped,
-        ResumeState(),
+        ResumeState(cfg.seed),
         Preemption(checkpoints, cfg.requeue_signal),
         AverageBatchNormStats(),
     ]
     loggers = [instantiate(c, **logger_args.get(k, {})) for k, c in (cfg.logger or {}).items()]
-    for logger in loggers:
-        logger.log_hyperparams(config)
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
@@ -102,6 +101,16 @@ def main(cfg: DictConfig) -> float | None:
             "error: trainer.sync_batchnorm=true needs GPUs (PyTorch's SyncBatchNorm has no CPU "
             "kernel): use trainer=ddp_cpu, or trainer.sync_batchnorm=false"
         )
+    if checkpoint is not None:
+        try:
+            check_world_size(saved_world_size(checkpoint), trainer.world_size, ckpt_path)
+        except CheckpointError as e:
+            raise SystemExit(f"error: {e}") from None
+    # Only a run that passed every check leaves its config in the run directory and the loggers.
+    if rank_zero:
+        OmegaConf.save(config, output_dir / "config.yaml")
+    for logger in loggers:
+        logger.log_hyperparams(config)
     if checkpoint is not None and rank_zero:
         print(
             f"Resuming from {display_path(ckpt_path)} (epoch {checkpoint['epoch']}, "

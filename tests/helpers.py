@@ -3,12 +3,15 @@
 import csv
 import json
 import os
+import random
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
@@ -104,3 +107,13 @@ class StepPrinter(Callback):
 
     def on_train_batch_end(self, trainer, *args) -> None:
         print(f"STEP {trainer.global_step}", flush=True)
+
+
+class RankDraws(Callback):
+    """Prints ``DRAWS rank torch python numpy``, a draw of each generator as training starts:
+    ``+callbacks.draws._target_=tests.helpers.RankDraws``."""
+
+    def on_train_start(self, trainer, *args) -> None:
+        draws = (torch.rand(()).item(), random.random(), np.random.rand())
+        # One write, so that the ranks' lines do not interleave.
+        os.write(1, f"DRAWS {trainer.global_rank} {' '.join(map(str, draws))}\n".encode())

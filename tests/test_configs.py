@@ -11,7 +11,7 @@ from tests.helpers import CONFIGS, compose_config, run_script
 from visionattn.data import ClassificationDataModule
 from visionattn.segmentation.heads import get_head
 
-GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
+GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "__pycache__")
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONFIGS / g).glob("*.yaml"))]
 
 

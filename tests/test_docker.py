@@ -164,8 +164,62 @@ def test_usage(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """One short run through the entrypoint, from another directory, as in the image."""
+def image(tmp_path_factory) -> dict[str, str]:
+    """The image's layout without Docker: the package installed from its wheel, and beside the
+    entrypoint train.py and eval.py alone, no checkout and no configs/ (the image removes the
+    sources it installed). The environment to run it in."""
+    tmp = tmp_path_factory.mktemp("image")
+    source, site, opt = tmp / "source", tmp / "site", tmp / "opt"
+    source.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copy(ROOT / "README.md", source)
+    for name in ("visionattn", "configs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp), str(source)]
+    subprocess.run(build, check=True, capture_output=True)
+    [wheel] = tmp.glob("visionattn-*.whl")
+    install = [*pip, "install", "--no-deps", "--target", str(site), str(wheel)]
+    subprocess.run(install, check=True, capture_output=True)
+    (opt / "docker").mkdir(parents=True)
+    for name in ("train.py", "eval.py", "docker/entrypoint.sh"):
+        shutil.copy(ROOT / name, opt / name)
+    env = entrypoint_env(tmp)
+    env["VISIONATTN_ROOT"], env["PYTHONPATH"] = str(opt), str(site)
+    return env
+
+
+def test_the_wheel_carries_every_package_and_the_configs(image, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import visionattn.configs as c; print(c.__file__)"],
+        cwd=tmp_path, env=image, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    configs = Path(result.stdout.strip()).parent
+    assert configs == Path(image["PYTHONPATH"]) / "visionattn" / "configs"
+    shipped = {p.relative_to(configs) for p in configs.rglob("*.yaml")}
+    assert shipped == {p.relative_to(ROOT / "configs") for p in (ROOT / "configs").rglob("*.yaml")}
+    # pyproject.toml lists the packages one by one (configs/ is mapped into visionattn).
+    installed = Path(image["PYTHONPATH"])
+    packages = {p.parent.relative_to(installed) for p in installed.rglob("__init__.py")}
+    assert packages == {
+        p.parent.relative_to(ROOT) for p in (ROOT / "visionattn").rglob("__init__.py")
+    } | {Path("visionattn/configs")}
+
+
+def test_the_benchmark_runs_from_the_installed_package(image, tmp_path):
+    args = ["plugins", "--attn", "se", "--channels", "16", "--sizes", "8", "--warmup", "0"]
+    args += ["--repeats", "1", "--min-time", "0", "--out", str(tmp_path / "bench")]
+    result = subprocess.run(
+        [sys.executable, "-m", "visionattn.bench", *args],
+        cwd=tmp_path, env=image, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "bench" / "plugins.csv").read_text().count("\nse,") == 1
+
+
+@pytest.fixture(scope="module")
+def trained(image, tmp_path_factory) -> Path:
+    """One short run through the entrypoint of the image's layout, from another directory."""
     tmp = tmp_path_factory.mktemp("entrypoint")
     result = entrypoint(
         "train",
@@ -174,6 +228,7 @@ def trained(tmp_path_factory) -> Path:
         "data.train_size=256",
         "logger=csv",
         tmp=tmp,
+        env=image,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -186,7 +241,7 @@ def test_train_through_the_entrypoint(trained):
     assert (trained / "config.yaml").is_file()
 
 
-def test_eval_through_the_entrypoint(trained, tmp_path):
+def test_eval_through_the_entrypoint(image, trained, tmp_path):
     output = tmp_path / "eval.json"
     result = entrypoint(
         "eval",
@@ -194,6 +249,7 @@ def test_eval_through_the_entrypoint(trained, tmp_path):
         f"output={output}",
         f"hydra.run.dir={tmp_path / 'e'}",
         tmp=tmp_path,
+        env=image,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

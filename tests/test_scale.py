@@ -30,9 +30,17 @@ def test_ddp_validation_equals_one_process_and_rank_0_alone_writes(tmp_path):
     run_dir = tmp_path / "ddp"
     args = [*SMALL, "trainer=ddp_cpu", "trainer.max_epochs=2", "logger=default"]
     args += ["trainer.log_every_n_steps=1", "name=ddp"]
+    args += ["+callbacks.draws._target_=tests.helpers.RankDraws"]
     result = run_script("train.py", *args, f"hydra.run.dir={run_dir}", tmp=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Evaluate it with:") == 1  # rank 0 reports
+    # Each rank its own random streams (dropout, augmentation in the training process).
+    # (found anywhere in a line: rank 0's may follow a progress bar's carriage return)
+    draws = {
+        rank: rest for rank, *rest in re.findall(r"DRAWS (\d) (\S+) (\S+) (\S+)", result.stdout)
+    }
+    assert set(draws) == {"0", "1"}, result.stdout[-3000:]
+    assert all(a != b for a, b in zip(draws["0"], draws["1"], strict=True)), draws
 
     rows = read_metrics(run_dir)
     steps = {int(r["step"]) for r in rows if r["train/loss_step"]}
@@ -53,6 +61,26 @@ def test_ddp_validation_equals_one_process_and_rank_0_alone_writes(tmp_path):
     assert len(list(run_dir.glob("csv/version_*"))) == 1
     log = (run_dir / "train.log").read_text()
     assert "GLOBAL_RANK: 0" in log and "GLOBAL_RANK: 1" not in log
+
+
+def test_ddp_segmentation_validation_counts_every_image_once(tmp_path):
+    # 51 validation images over 2 ranks: a padded sampler would score one of them twice.
+    run_dir = tmp_path / "ddp"
+    args = ["task=segmentation", "experiment=smoke", "data.image_size=32", "model.layers=[1,1,1,1]"]
+    args += ["data.train_size=64", "data.val_size=51", "trainer.max_epochs=1", "logger=csv"]
+    args += ["trainer=ddp_cpu", f"hydra.run.dir={run_dir}"]
+    result = run_script("train.py", *args, tmp=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [logged] = [r for r in read_metrics(run_dir) if r["val/miou"]]
+
+    single, _ = evaluate(run_dir / "checkpoints" / "last.ckpt", tmp_path / "e")
+    assert single["images"] == 51
+    # The confusion matrix's scores: each class's IoU, their mean and the pixel accuracy.
+    assert single["miou"] == pytest.approx(float(logged["val/miou"]), abs=1e-6)
+    assert single["pixel_acc"] == pytest.approx(float(logged["val/pixel_acc"]), abs=1e-6)
+    for name, iou in single["per_class_iou"].items():
+        assert iou == pytest.approx(float(logged[f"val/iou/{name}"]), abs=1e-6), name
+    assert single["loss"] == pytest.approx(float(logged["val/loss"]), rel=1e-5)
 
 
 def test_sync_batchnorm_on_cpu_fails_before_training(tmp_path):
@@ -138,19 +166,15 @@ def test_killed_and_resumed_gives_the_weights_of_a_straight_run(tmp_path, precis
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_named_run_resumes_and_refuses_to_start_over_or_change_model(tmp_path):
+def test_a_named_run_resumes_and_refuses_to_start_over_or_change_what_it_trains(tmp_path):
     run_dir = tmp_path / "run"
-    args = [
-        *SMALL,
-        "logger=default",
-        "trainer.max_epochs=1",
-        "name=mine",
-        f"hydra.run.dir={run_dir}",
-    ]
-    first = run_script("train.py", *args, tmp=tmp_path)
+    args = [*SMALL, "logger=default", "trainer.max_epochs=2", "name=mine"]
+    args += [f"hydra.run.dir={run_dir}"]
+    # Stopped after its first epoch (8 steps) of two: the schedule spans both.
+    first = run_script("train.py", *args, "+trainer.max_steps=8", tmp=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
 
-    again = run_script("train.py", *args, "trainer.max_epochs=2", tmp=tmp_path)
+    again = run_script("train.py", *args, tmp=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resuming from" in again.stdout and "(epoch 0, step 8)" in again.stdout
     epochs = {int(r["epoch"]) for r in read_metrics(run_dir) if r["val/acc1"]}
@@ -158,14 +182,29 @@ def test_a_named_run_resumes_and_refuses_to_start_over_or_change_model(tmp_path)
     # Both starts log to one wandb run: offline-run-<time>-<id>, the id the checkpoint carried.
     ids = {path.name.rsplit("-", 1)[1] for path in run_dir.glob("wandb/offline-run-*")}
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2 and len(ids) == 1
+    config = (run_dir / "config.yaml").read_text()
 
     fresh = run_script("train.py", *args, "resume=false", tmp=tmp_path)
     assert fresh.returncode == 1
     assert f"{run_dir} already holds a run" in fresh.stderr and "resume=auto" in fresh.stderr
 
-    other = run_script("train.py", *args, "attn=eca", tmp=tmp_path)
-    assert other.returncode == 1
-    assert "was trained with attn=se" in other.stderr and "attn=eca" in other.stderr
+    # What the run is may not change under it, and a refused start leaves the run as it was.
+    last = run_dir / "checkpoints" / "last.ckpt"
+    for overrides, named in [
+        (["attn=eca"], ["attn=se (now eca)"]),
+        (
+            ["data.batch_size=32", "trainer.max_epochs=3"],
+            ["data.batch_size=64 (now 32)", "trainer.max_epochs=2 (now 3)"],
+        ),
+        (["trainer=ddp_cpu"], ["trained on 1 process and this run has 2"]),
+    ]:
+        refused = run_script("train.py", *args, *overrides, tmp=tmp_path)
+        assert refused.returncode == 1, overrides
+        assert f"error: {last} was trained " in refused.stderr, refused.stderr[-3000:]
+        assert all(text in refused.stderr for text in named), refused.stderr
+        assert f"model.pretrained={last}" in refused.stderr
+        assert (run_dir / "config.yaml").read_text() == config
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2
 
 
 def run_dir_of(overrides: list[str]) -> str:

@@ -126,24 +126,40 @@ def test_eval_reproduces_the_logged_accuracy(run, tmp_path):
     assert metrics["images"] == 256 and metrics["throughput"] > 0
 
 
-def test_resume_from_last_continues_at_the_next_epoch(run, tmp_path):
-    run_dir, _ = run
-    resumed_dir = tmp_path / "resumed"
+def test_ckpt_path_continues_a_run_at_the_next_epoch_in_another_directory(tmp_path):
+    # Stopped at the end of its first epoch (256 images, 4 steps) of two.
+    args = ["experiment=smoke", "data.train_size=256", "trainer.max_epochs=2", "logger=csv"]
+    args += ["trainer.log_every_n_steps=1"]
+    stopped_dir, resumed_dir = tmp_path / "stopped", tmp_path / "resumed"
+    stopped = run_script(
+        "train.py", *args, "+trainer.max_steps=4", f"hydra.run.dir={stopped_dir}", tmp=tmp_path
+    )
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    last = stopped_dir / "checkpoints" / "last.ckpt"
+
     result = run_script(
-        "train.py",
-        "experiment=smoke",
-        f"hydra.run.dir={resumed_dir}",
-        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-        f"trainer.max_epochs={EPOCHS + 1}",
-        "logger=csv",
-        tmp=tmp_path,
+        "train.py", *args, f"ckpt_path={last}", f"hydra.run.dir={resumed_dir}", tmp=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    before, after = read_metrics(run_dir), read_metrics(resumed_dir)
-    assert {int(r["epoch"]) for r in after if r["val/acc1"]} == {EPOCHS}
+    before, after = read_metrics(stopped_dir), read_metrics(resumed_dir)
+    assert {int(r["epoch"]) for r in before if r["val/acc1"]} == {0}
+    assert {int(r["epoch"]) for r in after if r["val/acc1"]} == {1}
     first_step = min(int(r["step"]) for r in after if r["train/loss_step"])
     assert first_step > max(int(r["step"]) for r in before if r["train/loss_step"])
-    assert f"{EPOCHS + 1} epochs" in result.stdout
+    assert "2 epochs" in result.stdout
+
+    # A longer schedule is another run: it starts from the weights.
+    longer = run_script(
+        "train.py",
+        *args,
+        f"ckpt_path={last}",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={tmp_path / 'longer'}",
+        tmp=tmp_path,
+    )
+    assert longer.returncode == 1
+    assert "trainer.max_epochs=2 (now 3)" in longer.stderr
+    assert f"model.pretrained={last}" in longer.stderr
 
 
 def test_a_sweep_runs_each_combination(tmp_path):

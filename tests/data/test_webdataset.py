@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -247,6 +248,48 @@ def test_epochs_reshuffle_and_the_seed_and_a_checkpoint_repeat_them(shards):
     resumed = build(seed=0)
     resumed.load_state_dict(state)
     assert identities(resumed.train_dataloader()) == identities(loader)
+
+
+def stopped_after(batches: int, of: int) -> SimpleNamespace:
+    """A one-process trainer, as a checkpoint finds it ``batches`` into an epoch of ``of``."""
+    progress = SimpleNamespace(current=SimpleNamespace(completed=batches))
+    loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+    return SimpleNamespace(global_rank=0, world_size=1, num_training_batches=of, fit_loop=loop)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_run_stopped_mid_epoch_resumes_at_the_batch_after_the_last_trained(shards, workers):
+    def build(num_workers: int = workers) -> WebDatasetDataModule:
+        dm = datamodule(shards, num_workers=num_workers, persistent_workers=num_workers > 0)
+        dm.setup("fit")
+        return dm
+
+    def epoch(loader) -> list[list[tuple[int, int]]]:
+        return [identities([batch]) for batch in loader]
+
+    loader = build().train_dataloader()
+    straight = [epoch(loader) for _ in range(3)]
+    assert len(straight[1]) == 8  # 16 samples in batches of 2
+
+    # Stopped 3 batches into the second epoch: an odd count, so that with two workers the next
+    # batch is the second worker's.
+    stopped = build()
+    loader = stopped.train_dataloader()
+    assert epoch(loader) == straight[0]
+    assert epoch(islice(loader, 3)) == straight[1][:3]
+    stopped.trainer = stopped_after(3, of=8)
+    state = stopped.state_dict()
+    assert state["next_train_epoch"] == 1 and state["train_batches_done"] == 3
+    resumed = build()
+    resumed.load_state_dict(state)
+    loader = resumed.train_dataloader()
+    assert epoch(loader) == straight[1][3:]
+    assert epoch(loader) == straight[2]  # and the epoch after it whole
+
+    # The batches were dealt to that many workers: another number is refused, naming it.
+    other = build(num_workers=2 - workers + 1)
+    with pytest.raises(DatasetError, match=rf"data.num_workers={workers}\b"):
+        other.load_state_dict(state)
 
 
 def test_the_sample_buffer_shuffles_only_as_far_as_it_holds():

@@ -128,6 +128,21 @@ def test_a_conv_plugin_drops_only_the_conv_it_replaces(tmp_path, resnet18):
     assert getattr(model.layer1[0].conv2, "kind", None) == "conv"
 
 
+@pytest.mark.parametrize("attn", [None, "se"])
+def test_a_halonet_file_without_its_own_attention_weights_fails(tmp_path, attn):
+    # HaloNet's halo layers are the architecture, not a plugin: a file must hold them.
+    source = create_model("halonet_h0", num_classes=10)
+    state = {k: v for k, v in source.state_dict().items() if ".conv2." not in k}
+    assert len(state) < len(source.state_dict())
+    path = saved(tmp_path, state)
+    with pytest.raises(PretrainedError, match=r"missing from the file .*layer1\.0\.conv2\."):
+        create_model("halonet_h0", attn=attn, num_classes=10, pretrained=path)
+    # With them, the file loads, and a plugin placed beside them keeps its own init.
+    model = create_model("halonet_h0", attn=attn, num_classes=10,
+                         pretrained=saved(tmp_path, source.state_dict()))  # fmt: skip
+    assert torch.equal(model.layer1[0].conv2.q.weight, source.layer1[0].conv2.q.weight)
+
+
 def test_another_architecture_fails_with_one_error_listing_the_keys(tmp_path):
     path = saved(tmp_path, torchvision.models.resnet50().state_dict())
     with pytest.raises(PretrainedError) as error:

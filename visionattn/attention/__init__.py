@@ -82,6 +82,10 @@ def create_attention(name: str, channels: int, **kwargs) -> nn.Module:
     return get_attention(name)(channels, **kwargs)
 
 
+# Set on each module an AttentionSpec builds: the plugin's name.
+PLUGIN_MARK = "attention_plugin"
+
+
 @dataclass(frozen=True)
 class AttentionSpec:
     """A plugin class, its arguments and its placement: all a backbone needs to know.
@@ -125,12 +129,20 @@ class AttentionSpec:
             if feat_size is not None:
                 kwargs["feat_size"] = tuple(feat_size)
         try:
-            return self.cls(channels, **kwargs)
+            module = self.cls(channels, **kwargs)
         except ValueError as error:
             if not where:
                 raise
             message = str(error).removeprefix(f"{self.name}: ")
             raise ValueError(f"{self.name} at {where}: {message}") from None
+        setattr(module, PLUGIN_MARK, self.name)
+        return module
+
+
+def is_plugin(module: nn.Module) -> bool:
+    """Whether ``module`` is a plugin an :class:`AttentionSpec` placed. A model's own attention
+    (HaloNet's halo layers) is of the same classes but part of the architecture."""
+    return getattr(module, PLUGIN_MARK, None) is not None
 
 
 def attention_factory(attn: "str | dict | AttentionSpec | None") -> AttentionSpec | None:

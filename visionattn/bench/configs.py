@@ -1,15 +1,13 @@
 """The model and plugin settings the benchmark measures: those ``python train.py model=<m>
-attn=<a>`` trains, read from the same ``configs/`` files, so a figure in the tables is the cost of
-the run a user starts."""
-
-from pathlib import Path
+attn=<a>`` trains, read from the same configs (``configs/``, installed as the package
+``visionattn.configs``), so a figure in the tables is the cost of the run a user starts."""
 
 from omegaconf import OmegaConf
 
 from visionattn.attention import list_attentions
 from visionattn.models import list_models
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_MODULE = "visionattn.configs"
 PLACEMENT_KEYS = ("name", "stages", "blocks")
 
 
@@ -26,14 +24,9 @@ def check_names(models: list[str], attns: list[str]) -> None:
 
 
 def _compose(overrides: list[str]) -> tuple[dict, dict]:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    if not CONFIGS.is_dir():
-        raise SystemExit(
-            f"the benchmark reads the run configs in {CONFIGS}, which is missing: run it from a "
-            "checkout of visionattn installed with `pip install -e .`"
-        )
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     # The two nodes alone: the rest interpolates hydra's runtime settings, unset outside a run.
     return (OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.attn))

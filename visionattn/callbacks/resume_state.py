@@ -1,6 +1,6 @@
-"""What a checkpoint needs, beyond Lightning's own state, for a resumed run to go on as if it had
-never stopped: every rank's random generators (Lightning saves none) and the wandb run id, so the
-resumed run logs to the same wandb run."""
+"""Each rank's random stream, and what a checkpoint needs beyond Lightning's own state for a resumed
+run to go on as if it had never stopped: every rank's random generators (Lightning saves none), the
+number of ranks, and the wandb run id, so the resumed run logs to the same wandb run."""
 
 from typing import Any
 
@@ -14,11 +14,22 @@ from lightning.pytorch.loggers import WandbLogger
 
 
 class ResumeState(Callback):
-    def __init__(self) -> None:
+    """Seeds rank r's generators with ``seed + r`` once the ranks exist (as timm does), so that
+    dropout, drop-path and augmentation drawn in the training process differ between GPUs; a
+    resumed run then restores the saved states over them.
+
+    The model is built before (from ``seed`` alone, the same on every rank), and the loader
+    workers' streams come from ``data.seed``, the worker and the rank.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
         self._trainer: L.Trainer | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        # Lightning restores a checkpoint's callback states after every setup hook.
+        L.seed_everything(self.seed + trainer.global_rank, workers=True, verbose=False)
 
     def state_dict(self) -> dict[str, Any]:
         # Called on every rank when a checkpoint is made; rank 0's dict is the one written.
@@ -29,10 +40,9 @@ class ResumeState(Callback):
         return {"rng_states": states, "wandb_run_id": wandb_run_id(self._trainer)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        states = state_dict["rng_states"]
+        # train.py refuses another number of ranks before training (saved_world_size).
         rank = self._trainer.global_rank if self._trainer else 0
-        # A run resumed on fewer or more ranks than it was saved from still gets a saved state.
-        set_rng_states(states[rank % len(states)])
+        set_rng_states(state_dict["rng_states"][rank])
 
 
 def rng_states() -> dict[str, Any]:
@@ -56,6 +66,17 @@ def wandb_run_id(trainer: L.Trainer | None) -> str | None:
     return None
 
 
+def _saved(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    return checkpoint.get("callbacks", {}).get(ResumeState.__qualname__, {})
+
+
 def saved_wandb_run_id(checkpoint: dict[str, Any]) -> str | None:
     """The wandb run id a checkpoint written with :class:`ResumeState` carries, if any."""
-    return checkpoint.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("wandb_run_id")
+    return _saved(checkpoint).get("wandb_run_id")
+
+
+def saved_world_size(checkpoint: dict[str, Any]) -> int | None:
+    """The number of ranks that wrote a checkpoint of :class:`ResumeState` (one saved random
+    state each), if it says."""
+    states = _saved(checkpoint).get("rng_states")
+    return len(states) if states else None

@@ -31,8 +31,10 @@ class SkippedImages(Callback):
         skipped = getattr(trainer.datamodule, "skipped", None)
         if skipped is None:
             return
-        # Every rank reaches here, so the sum is a collective all of them join.
-        count = int(trainer.strategy.reduce(torch.tensor(skipped.pop(stage, 0)), reduce_op="sum"))
+        # Every rank reaches here, so the sum is a collective all of them join; on the module's
+        # device, as NCCL reduces CUDA tensors only (and Lightning's reduce does not move it).
+        count = torch.tensor(skipped.pop(stage, 0), device=pl_module.device)
+        count = int(trainer.strategy.reduce(count, reduce_op="sum"))
         self.total[stage] += count
         pl_module.log(f"data/skipped_{stage}", float(count), rank_zero_only=True)
         if count and trainer.is_global_zero:

@@ -62,6 +62,8 @@ class ImageDataModule(L.LightningDataModule):
 
     # What the batches are for; a task refuses data of another kind before training starts.
     kind = "classification"
+    # Validation's batch size where it is not training's.
+    val_batch_size: int | None = None
     num_classes: int
     train_set: Dataset
     val_set: Dataset
@@ -108,13 +110,18 @@ class ImageDataModule(L.LightningDataModule):
     def state_dict(self) -> dict:
         """Saved in checkpoints and restored before any batch is drawn: where the training order
         stands, as the epoch to draw next and how many of its batches were trained already."""
-        sampler, trainer = self._train_sampler, self.trainer
-        if sampler is None or trainer is None:
+        epochs, trainer = self.train_epochs(), self.trainer
+        if epochs is None:
             return {"next_train_epoch": self._start_epoch, "train_batches_done": 0}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer else 0
         if 0 < done < trainer.num_training_batches:  # saved mid-epoch, e.g. on SIGTERM
-            return {"next_train_epoch": sampler.epoch, "train_batches_done": done}
-        return {"next_train_epoch": sampler.next_epoch, "train_batches_done": 0}
+            return {"next_train_epoch": epochs[0], "train_batches_done": done}
+        return {"next_train_epoch": epochs[1], "train_batches_done": 0}
+
+    def train_epochs(self) -> tuple[int, int] | None:
+        """(the epoch whose order the training loader draws, the one after), once it draws."""
+        sampler = self._train_sampler
+        return None if sampler is None else (sampler.epoch, sampler.next_epoch)
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._start_epoch = state_dict["next_train_epoch"]
@@ -124,9 +131,11 @@ class ImageDataModule(L.LightningDataModule):
         world_size, rank = (
             (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         )
+        batch_size = self.val_batch_size
         if world_size == 1:
-            return self._loader(self.val_set)
-        return self._loader(self.val_set, sampler=_ValSampler(self.val_set, world_size, rank))
+            return self._loader(self.val_set, batch_size)
+        sampler = _ValSampler(self.val_set, world_size, rank)
+        return self._loader(self.val_set, batch_size, sampler=sampler)
 
     def _loader(
         self,

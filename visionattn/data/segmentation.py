@@ -291,8 +291,5 @@ class SegmentationDataModule(ImageDataModule):
             self.train_set = self.dataset("train", self.train_transform)
         self.val_set = self.dataset("val", self.val_transform)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, batch_size=self.val_batch_size)
-
     def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs) -> DataLoader:
         return super()._loader(dataset, batch_size, collate_fn=collate, **kwargs)

@@ -187,10 +187,15 @@ class TrainShards(ShardSamples):
         self, *, batch_size: int, seed: int, shuffle_buffer: int, next_epoch: int = 0, **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        self.seed, self.shuffle_buffer, self.next_epoch = seed, shuffle_buffer, next_epoch
-        # The epoch of the pass under way: written by the training process, read by the loader
-        # workers, persistent ones included, which hold copies of everything else.
+        self.batch_size, self.seed, self.shuffle_buffer = batch_size, seed, shuffle_buffer
+        self.next_epoch = next_epoch
+        # Batches of the next pass already trained (a run resumed mid-epoch), to leave out.
+        self.skip_batches = 0
+        # The epoch of the pass under way and the batches it leaves out: written by the training
+        # process, read by the loader workers, persistent ones included, which hold copies of
+        # everything else.
         self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self.batches_done = torch.zeros((), dtype=torch.int64).share_memory_()
         workers = self.world_size * self.num_workers
         if len(self.shards) < workers:
             raise DatasetError(
@@ -211,16 +216,24 @@ class TrainShards(ShardSamples):
     def begin_epoch(self) -> None:
         """In the training process, before a pass: makes it the next epoch's."""
         self.epoch.fill_(self.next_epoch)
+        self.batches_done.fill_(self.skip_batches)
         self.next_epoch += 1
+        self.skip_batches = 0
 
     def __iter__(self) -> Iterator[dict]:
-        epoch, worker = int(self.epoch), self.worker()
+        epoch, done = int(self.epoch), int(self.batches_done)
+        # The loader takes batch i from worker i mod W. An epoch that resumes at batch d takes
+        # its first from worker 0, so worker w plays the part of worker (w + d) mod W of the
+        # uninterrupted pass: the same batches, in the same order, from the one after the last
+        # trained. It leaves out the samples of the part's batches that were trained.
+        part = (self.worker() + done) % self.num_workers
+        trained = len(range(part, done, self.num_workers)) * self.batch_size
         shards = random.Random(f"shards {self.seed} {epoch}").sample(self.shards, len(self.shards))
         # Dealt in turn to every worker of every rank: rank 0's workers, then rank 1's, ...
         workers = self.world_size * self.num_workers
-        mine = shards[self.rank * self.num_workers + worker :: workers]
-        rng = random.Random(f"samples {self.seed} {epoch} {self.rank} {worker}")
-        for sample in islice(self.passes(mine, rng), self.per_worker):
+        mine = shards[self.rank * self.num_workers + part :: workers]
+        rng = random.Random(f"samples {self.seed} {epoch} {self.rank} {part}")
+        for sample in islice(self.passes(mine, rng), trained, self.per_worker):
             yield self.decode(sample)
 
     def passes(self, shards: list[Shard], rng: random.Random) -> Iterator[dict]:
@@ -409,13 +422,25 @@ class WebDatasetDataModule(ClassificationDataModule):
         # epoch begins.
         return self._loader(self.train_set, loader_class=_EpochLoader)
 
+    def train_epochs(self) -> tuple[int, int] | None:
+        if not hasattr(self, "train_set"):
+            return None
+        return self.train_set.next_epoch - 1, self.train_set.next_epoch
+
     def state_dict(self) -> dict:
-        state = super().state_dict()
-        if hasattr(self, "train_set"):
-            state["next_train_epoch"] = self.train_set.next_epoch
-        return state
+        # The batches of an epoch are dealt to the workers: their number fixes which is whose.
+        return {**super().state_dict(), "num_workers": self.num_workers}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
+        saved = state_dict.get("num_workers", self.num_workers)
+        if self._skip_batches and max(1, saved) != max(1, self.num_workers):
+            raise DatasetError(
+                f"the checkpoint stopped {self._skip_batches} batches into an epoch read by "
+                f"{saved} loader workers a rank, and this run has data.num_workers="
+                f"{self.num_workers}: resume it with data.num_workers={saved} (the epoch's "
+                "batches were dealt to that many)"
+            )
         if hasattr(self, "train_set"):
             self.train_set.next_epoch = self._start_epoch
+            self.train_set.skip_batches = self._skip_batches

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from visionattn.attention import is_plugin
+
 log = logging.getLogger(__name__)
 
 # Our name -> torchvision's weights of the same architecture (torchvision.models.get_weight).
@@ -170,7 +172,7 @@ def _match(
     model: nn.Module, state: dict[str, torch.Tensor], origin: str
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     own = model.state_dict()
-    plugins = [name for name, m in model.named_modules() if getattr(m, "kind", None)]
+    plugins = [name for name, m in model.named_modules() if is_plugin(m)]
     classifier = getattr(model, "classifier_name", "")
     left_out = model.head_modules if getattr(model, "features_only", False) else ()
     fresh = list(plugins)  # modules that keep their own init where the file has nothing
