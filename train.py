@@ -46,6 +46,7 @@ def main(cfg: DictConfig) -> float | None:
     )
     from visionattn.checkpoint_io import AtomicCheckpointIO
     from visionattn.data import DatasetError
+    from visionattn.memory_limit import MemoryLimitError, check_memory_limit
     from visionattn.report import cost_rows, display_path, eval_command, print_report
 
     # Known from the launcher's environment (Lightning's, srun's, torchrun's) before anything runs.
@@ -82,6 +83,17 @@ def main(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
+    if cfg.get("memory_limit_mb") is not None:
+        try:
+            check_memory_limit(
+                task.model,
+                cfg.data.image_size,
+                cfg.data.batch_size,
+                cfg.memory_limit_mb,
+                cfg.trainer.get("precision"),
+            )
+        except MemoryLimitError as e:
+            raise SystemExit(f"error: {e}") from None
     skipped = SkippedImages()
     # callbacks.<name>=null drops one.
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]

@@ -102,6 +102,19 @@ def test_call_memory_sees_a_fused_attention_kernel_save_the_n_by_n_matrix():
     assert peak_call_memory(step, cpu) < 4 * MIB
 
 
+@pytest.mark.parametrize("value_width", [16, 40])  # the flash kernel, then the math kernel
+def test_flops_count_attention_on_every_kernel(value_width):
+    class Attention(nn.Module):
+        def forward(self, q):
+            k = q[..., :50, :]
+            v = torch.ones(q.shape[0], 3, 50, value_width)
+            return nn.functional.scaled_dot_product_attention(q, k, v)
+
+    q = torch.randn(2, 3, 70, 16)  # counted on the first image: 3 heads, 70 queries, 50 keys
+    # q k^T (70 x 50 x 16) and the weights times v (70 x 50 x e): two FLOPs a multiply-add
+    assert count_flops(Attention(), q) == 2 * 3 * 70 * 50 * (16 + value_width)
+
+
 def test_time_call_repeats_after_warmup_and_reports_the_median():
     calls = []
 

@@ -13,6 +13,7 @@
 - latency: the median wall time of repeated calls after warm-up calls, CUDA synchronised.
 """
 
+import math
 import resource
 import statistics
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 MIB = 2**20
 
@@ -37,13 +38,26 @@ def _deform_conv2d_flops(input_shape, weight_shape, *args, out_shape, **kwargs) 
     return 2 * batch * out_channels * height * width * in_per_group * kh * kw
 
 
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape, **kwargs) -> int:
+    # q k^T and the weights times v: 2 N M d + 2 N M e per batch and head, as torch counts its
+    # CUDA kernels; the softmax is not counted.
+    *batch, n, d = query_shape
+    m, e = key_shape[-2], value_shape[-1]
+    return 2 * math.prod(batch) * n * m * (d + e)
+
+
 def _custom_flops() -> dict:
-    """Formulas for ops torch's counter does not know, where they are installed."""
+    """Formulas for ops torch's counter does not know (some torch releases count no SDPA kernel
+    of the CPU's), where they are installed."""
+    mapping = {}
+    cpu_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if cpu_flash not in flop_registry:
+        mapping[cpu_flash] = _cpu_attention_flops
     try:
         import torchvision  # noqa: F401 - registers torch.ops.torchvision
     except ImportError:
-        return {}
-    return {torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops}
+        return mapping
+    return {**mapping, torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -116,16 +130,24 @@ def peak_call_memory(fn: Callable[[], object], device: torch.device) -> int:
 
 def attention_kernels(fn: Callable[[], object]) -> list[str]:
     """The ``scaled_dot_product_attention`` kernels ``fn()`` ran (``flash``, ``efficient``,
-    ``cudnn``, ``math``), forward and backward: ``math`` means the O(N^2)-memory fallback."""
+    ``cudnn``, ``math``), forward and backward, with ``chunked`` for the math kernel run on query
+    chunks by :func:`visionattn.attention.ops.attend`: ``math`` alone means the O(N^2)-memory
+    fallback."""
+    from visionattn.attention.ops import CHUNKED
+
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
+    events = prof.profiler.kineto_results.events()
+    chunks = [(e.start_ns(), e.start_ns() + e.duration_ns()) for e in events if e.name() == CHUNKED]
     kernels = set()
-    for event in prof.profiler.kineto_results.events():
+    for event in events:
         name = event.name()
         if name.startswith("aten::_scaled_dot_product_") and not name.endswith("_backward"):
             for kernel in ("flash", "efficient", "cudnn", "math"):
                 if kernel in name:
-                    kernels.add(kernel)
+                    start = event.start_ns()
+                    chunked = kernel == "math" and any(a <= start <= b for a, b in chunks)
+                    kernels.add("chunked" if chunked else kernel)
     return sorted(kernels)
 
 

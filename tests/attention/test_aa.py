@@ -43,11 +43,19 @@ def reference_aa(x: torch.Tensor, aa: AttentionAugmentedConv) -> torch.Tensor:
     return torch.cat([conv, mha], 1)
 
 
+@pytest.mark.parametrize("chunk", [None, 3])  # 3: query chunks, the relative logits per axis
 @pytest.mark.parametrize(("stride", "size"), [(1, (4, 5)), (2, (6, 4)), (2, (5, 7))])
-def test_equals_the_papers_formula(stride, size):
+def test_equals_the_papers_formula(stride, size, chunk):
     torch.manual_seed(0)
     aa = AttentionAugmentedConv(
-        6, out_channels=20, stride=stride, feat_size=size, num_heads=2, min_key_dim=3, upsilon=0.2
+        6,
+        out_channels=20,
+        stride=stride,
+        feat_size=size,
+        num_heads=2,
+        min_key_dim=3,
+        upsilon=0.2,
+        chunk=chunk,
     )
     assert (aa.dk, aa.dv) == (6, 4)  # 2 heads x max(3, round(0.2 * 20 / 2)), 2 x round(2.0)
     x = torch.randn(2, 6, *size)

@@ -32,10 +32,13 @@ def reference_bot(x: torch.Tensor, bot: BottleneckAttention, stride: int) -> tor
     return F.avg_pool2d(out, stride, ceil_mode=True) if stride > 1 else out
 
 
+@pytest.mark.parametrize("chunk", [None, 3])  # 3: query chunks, the relative logits per axis
 @pytest.mark.parametrize(("stride", "size"), [(1, (4, 5)), (2, (6, 4)), (2, (5, 3))])
-def test_equals_dense_relative_attention(stride, size):
+def test_equals_dense_relative_attention(stride, size, chunk):
     torch.manual_seed(0)
-    bot = BottleneckAttention(6, out_channels=8, stride=stride, feat_size=size, num_heads=2)
+    bot = BottleneckAttention(
+        6, out_channels=8, stride=stride, feat_size=size, num_heads=2, chunk=chunk
+    )
     x = torch.randn(2, 6, *size)
     out = bot(x)
     assert out.shape[-2:] == tuple(-(-s // stride) for s in size)

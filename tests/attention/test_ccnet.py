@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from visionattn.attention import create_attention
-from visionattn.attention.ccnet import CrissCrossAttention
+from visionattn.attention.ccnet import CrissCrossAttention, CrissCrossPass
 from visionattn.measure import count_flops
 
 
@@ -96,3 +96,73 @@ def test_large_inputs_stay_finite_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = cca(x)
     assert torch.isfinite(out).all()
+
+
+def gradients(module: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, forward) -> list:
+    x = x.detach().requires_grad_()
+    module.zero_grad(set_to_none=True)
+    forward(x).backward(grad)
+    return [x.grad, *(p.grad for p in module.parameters())]
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 5, 7), (1, 16, 1, 6), (1, 16, 6, 1), (1, 16, 1, 1)])
+def test_its_backward_equals_autograd_through_the_masked_full_attention(shape):
+    torch.manual_seed(0)
+    cca = opened(create_attention("ccnet", 16), 0.7).double()
+    x, grad = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    ours = gradients(cca, x, grad, cca)
+    reference = gradients(cca, x, grad, lambda t: reference_rcca(t, cca))
+    assert all(g is not None for g in ours)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_one_pass_passes_gradcheck():
+    torch.manual_seed(0)
+    x, q, k = torch.randn(2, 6, 4, 5), torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    value_weight, value_bias, gamma = torch.randn(6, 6, 1, 1), torch.randn(6), torch.ones(1)
+    inputs = [t.double().requires_grad_() for t in (x, q, k, value_weight, value_bias, gamma)]
+    assert torch.autograd.gradcheck(CrissCrossPass.apply, inputs)
+
+
+def test_training_keeps_q_k_and_the_pass_inputs_only():
+    # The memory the paper claims: what autograd keeps is each pass's input, q and k, and one
+    # log-sum-exp a position, not v, the (H + W)-wide weights or any C-wide intermediate.
+    torch.manual_seed(0)
+    c, h, w = 64, 12, 10
+    cca = opened(create_attention("ccnet", c), 0.5)
+    x = torch.randn(2, c, h, w, requires_grad=True)
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, torch.nn.Parameter):
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = cca(x)
+    map_bytes, qk_bytes, lse_bytes = x.nbytes, x.nbytes // 8, x.nbytes // c
+    parameters = {p.untyped_storage().data_ptr() for p in cca.parameters()}
+    kept = {ptr: n for ptr, n in kept.items() if ptr not in parameters}
+    # pass 1 keeps x; pass 2 its input; each pass its q, k and log-sum-exp
+    assert sum(kept.values()) == 2 * (map_bytes + 2 * qk_bytes + lse_bytes)
+    out.sum().backward()
+    assert x.grad is not None and cca.value.weight.grad is not None
+
+
+def test_bf16_autocast_gradients_follow_fp32():
+    torch.manual_seed(0)
+    cca = opened(create_attention("ccnet", 16), 0.7)
+    x, grad = torch.randn(2, 16, 6, 5), torch.randn(2, 16, 6, 5)
+    exact = gradients(cca, x, grad, cca)
+
+    def autocast(t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return cca(t)
+
+    # bf16 keeps 8 bits: errors on the scale of the largest gradient, not of each entry (the
+    # key bias's exact gradient is 0: a constant over a softmax's terms).
+    scale = max(g.abs().max().item() for g in exact)
+    for a, b in zip(gradients(cca, x, grad, autocast), exact, strict=True):
+        assert a.dtype == b.dtype and torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=0.05, atol=0.02 * scale)

@@ -67,9 +67,12 @@ def _opened(m: GeneralizedAttention) -> GeneralizedAttention:
 
 @pytest.mark.parametrize("attention_type", ["1111", "0010", "1000", "0101", "0110"])
 @pytest.mark.parametrize("kv_stride", [2, 1])
-def test_matches_the_papers_formula(attention_type, kv_stride):
+@pytest.mark.parametrize("chunk", [None, 4])  # 4: query chunks, the position logits per axis
+def test_matches_the_papers_formula(attention_type, kv_stride, chunk):
     torch.manual_seed(0)
-    m = GeneralizedAttention(32, attention_type=attention_type, num_heads=4, kv_stride=kv_stride)
+    m = GeneralizedAttention(
+        32, attention_type=attention_type, num_heads=4, kv_stride=kv_stride, chunk=chunk
+    )
     m = _opened(m)
     x = torch.randn(2, 32, 5, 7)  # odd: the last pooled row and column are cut windows
     torch.testing.assert_close(m(x), reference_generalized(x, m), atol=1e-5, rtol=1e-4)

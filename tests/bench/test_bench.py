@@ -47,6 +47,9 @@ def test_the_command_writes_every_table_a_report_and_a_plot(bench_run):
     for heading in ("## Targets", "## Side by side: whole models", "## Plugins alone"):
         assert heading in report
     assert "![plugins at C=32](plugins_c32.png)" in report
+    assert "### Memory and time classes" in report
+    classes = {r["plugin"]: r for r in _read(bench_run / "classes.csv")}
+    assert set(classes) == {"se", "halo"} and classes["se"]["paper_class"] == "O(N)"
     assert (bench_run / "plugins_c32.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -64,7 +67,7 @@ def test_plugin_rows_hold_the_figures_of_the_plugin_attn_builds(bench_run):
     # halo's blocks of 8 do not tile 12x12: the row stays, with halo's own reason.
     assert rows["halo", 12]["train_ms"] == ""
     assert "block sizes that work here" in rows["halo", 12]["note"]
-    assert rows["halo", 8]["kernel"] in ("math", "flash", "efficient", "cudnn")
+    assert rows["halo", 8]["kernel"] in ("math", "chunked", "flash", "efficient", "cudnn")
 
 
 def test_model_rows_are_the_models_train_py_builds(bench_run):

@@ -58,8 +58,11 @@ class AttentionAugmentedConv(nn.Module):
         upsilon: float = 0.1,
         num_heads: int = 8,
         min_key_dim: int = 20,
+        chunk: int | None = None,
     ) -> None:
         super().__init__()
+        ops.check_chunk("aa", chunk)
+        self.chunk = chunk
         out_channels = out_channels or channels
         key_dim = max(min_key_dim, round(kappa * out_channels / num_heads))
         value_dim = max(1, round(upsilon * out_channels / num_heads))
@@ -103,8 +106,8 @@ class AttentionAugmentedConv(nn.Module):
         q = q.reshape(batch, heads, dkh, height, width).permute(0, 1, 3, 4, 2)
         k = k.reshape(batch, heads, dkh, height * width).transpose(-1, -2)
         v = v.reshape(batch, heads, dvh, height * width).transpose(-1, -2)
-        rel = self.rel_pos(q) * dkh**-0.5  # (S_H + S_W) / sqrt(d_k^h); SDPA scales Q K^T
-        out = ops.attend(q.flatten(2, 3), k, v, rel)  # (B, heads, HW, dvh)
+        rel = self.rel_pos.axes(q) * dkh**-0.5  # (S_H + S_W) / sqrt(d_k^h); SDPA scales Q K^T
+        out = ops.attend(q.flatten(2, 3), k, v, rel, chunk=self.chunk)  # (B, heads, HW, dvh)
         out = out.transpose(-1, -2).reshape(batch, self.dv, height, width)
         return self.proj(out)
 

@@ -42,8 +42,11 @@ class BottleneckAttention(nn.Module):
         out_channels: int | None = None,
         stride: int = 1,
         num_heads: int = 4,
+        chunk: int | None = None,
     ) -> None:
         super().__init__()
+        ops.check_chunk("bot", chunk)
+        self.chunk = chunk
         out_channels = out_channels or channels
         if out_channels % num_heads:
             heads = [n for n in range(1, out_channels + 1) if out_channels % n == 0]
@@ -68,7 +71,7 @@ class BottleneckAttention(nn.Module):
         heads, dim = self.num_heads, self.out_channels // self.num_heads
         qkv = self.qkv(x).reshape(batch, 3, heads, dim, height, width)
         q, k, v = qkv.permute(1, 0, 2, 4, 5, 3).unbind(0)  # (B, heads, H, W, d)
-        rel = self.rel_pos(q) * dim**-0.5  # (B, heads, HW, HW); SDPA scales q k^T itself
-        out = ops.attend(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), rel)
+        rel = self.rel_pos.axes(q) * dim**-0.5  # (B, heads, HW, H + W); SDPA scales q k^T
+        out = ops.attend(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), rel, chunk=self.chunk)
         out = out.transpose(-1, -2).reshape(batch, self.out_channels, height, width)
         return self.pool(out)

@@ -28,6 +28,8 @@ class DualAttention(SelfAttention):
     """``x + gamma * (position(x) + channel(x))``; gamma starts at zero. The position branch is
     SAGAN's self-attention, weights and all."""
 
+    plugin = "danet"
+
     def context(self, x: torch.Tensor) -> torch.Tensor:
         return self.position(x) + self.channel(x)
 

@@ -41,8 +41,11 @@ class GeneralizedAttention(ZeroInitResidual):
         num_heads: int = 8,
         kv_stride: int = 2,
         position_dim: int | None = None,
+        chunk: int | None = None,
     ) -> None:
         super().__init__()
+        ops.check_chunk("generalized", chunk)
+        self.chunk = chunk
         if (
             not isinstance(attention_type, str)
             or len(attention_type) != 4
@@ -133,8 +136,9 @@ class GeneralizedAttention(ZeroInitResidual):
             rel_x = self.position_x(self._encode(w, wk, x.device)).reshape(w, wk, heads, d)
             bias_y = ops.einsum_fp32("bhyxd,yihd->bhyxi", query, rel_y)
             bias_x = ops.einsum_fp32("bhyxd,xjhd->bhyxj", query, rel_x)
-            bias = (bias_y[..., :, None] + bias_x[..., None, :]).reshape(-1, heads, h * w, hk * wk)
+            # Kept per axis, O(N (hk + wk)); attend expands it a chunk of queries at a time.
+            bias = ops.AxisBias(bias_y.flatten(2, 3), bias_x.flatten(2, 3))
 
-        out = ops.attend(content.to(v.dtype), k.to(v.dtype), v, bias, scale=1.0)
+        out = ops.attend(content.to(v.dtype), k.to(v.dtype), v, bias, scale=1.0, chunk=self.chunk)
         out = out.transpose(-1, -2).reshape(b, c, h if rows > 1 else 1, w if rows > 1 else 1)
         return self.out(out)

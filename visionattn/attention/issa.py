@@ -25,9 +25,15 @@ class InterlacedSparseSelfAttention(ops.ZeroInitResidual):
     """
 
     def __init__(
-        self, channels: int, *, down_factor: tuple[int, int] = (8, 8), reduction: int = 2
+        self,
+        channels: int,
+        *,
+        down_factor: tuple[int, int] = (8, 8),
+        reduction: int = 2,
+        chunk: int | None = None,
     ) -> None:
         super().__init__()
+        ops.check_chunk("issa", chunk)
         down_factor = tuple(int(f) for f in down_factor)
         if len(down_factor) != 2 or min(down_factor) < 1:
             raise ValueError(
@@ -36,8 +42,8 @@ class InterlacedSparseSelfAttention(ops.ZeroInitResidual):
         if reduction < 1:
             raise ValueError(f"issa: reduction must be >= 1, got {reduction}")
         self.down_factor = down_factor
-        self.long_range = _Relation(channels, max(1, channels // reduction))
-        self.short_range = _Relation(channels, max(1, channels // reduction))
+        self.long_range = _Relation(channels, max(1, channels // reduction), chunk)
+        self.short_range = _Relation(channels, max(1, channels // reduction), chunk)
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[2], x.shape[3]
@@ -61,8 +67,9 @@ class InterlacedSparseSelfAttention(ops.ZeroInitResidual):
 class _Relation(nn.Module):
     """Self-attention within the groups of one of the two steps."""
 
-    def __init__(self, channels: int, inner: int) -> None:
+    def __init__(self, channels: int, inner: int, chunk: int | None) -> None:
         super().__init__()
+        self.chunk = chunk
         self.query = nn.Conv2d(channels, inner, kernel_size=1)
         self.key = nn.Conv2d(channels, inner, kernel_size=1)
         self.value = nn.Conv2d(channels, channels, kernel_size=1)
@@ -83,7 +90,7 @@ class _Relation(nn.Module):
             keys = _group(real, down_factor, long_range)[..., 0]  # (1, groups, n)
             index = torch.arange(keys.shape[-1], device=x.device)
             allowed = keys[:, :, None, :] | (index[:, None] == index[None, :])
-        out = ops.attend(q, k, v, allowed)
+        out = ops.attend(q, k, v, allowed, chunk=self.chunk)
         return _ungroup(out, x.shape[2], x.shape[3], down_factor, long_range)
 
 

@@ -42,8 +42,11 @@ class NonLocal(nn.Module):
         mode: str = "embedded_gaussian",
         reduction: int = 2,
         sub_sample: bool = True,
+        chunk: int | None = None,
     ) -> None:
         super().__init__()
+        ops.check_chunk("nonlocal", chunk)
+        self.chunk = chunk
         if mode not in MODES:
             raise ValueError(f"nonlocal: mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
@@ -70,7 +73,9 @@ class NonLocal(nn.Module):
         keys = keys.flatten(2).transpose(1, 2)  # (B, M, d)
         positions = keys.shape[1]
         if self.mode in ("gaussian", "embedded_gaussian"):
-            y = ops.attend(queries[:, None], keys[:, None], values[:, None], scale=1.0)[:, 0]
+            y = ops.attend(
+                queries[:, None], keys[:, None], values[:, None], scale=1.0, chunk=self.chunk
+            )[:, 0]
         elif self.mode == "dot_product":
             context = ops.einsum_fp32("bmd,bme->bde", keys, values)
             y = ops.einsum_fp32("bnd,bde->bne", queries, context) / positions

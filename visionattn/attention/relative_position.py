@@ -67,11 +67,15 @@ class RelativePosition2d(nn.Module):
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         """``q (..., Hq, Wq, dim)`` to fp32 logits ``(..., Hq * Wq, Hk * Wk)``, keys row-major."""
+        return self.axes(q).dense()
+
+    def axes(self, q: torch.Tensor) -> ops.AxisBias:
+        """The same logits kept factored, ``(..., Hq * Wq, Hk)`` and ``(..., Hq * Wq, Wk)``:
+        O(N (Hk + Wk)) memory where the expanded logits are O(N Hk Wk)."""
         (kh, kw), s = self.key_size, self.stride
         rel_w = rel_to_abs(ops.einsum_fp32("...hwd,rd->...hwr", q, self.width), kw, s)
         rel_h = rel_to_abs(ops.einsum_fp32("...hwd,rd->...whr", q, self.height), kh, s)
-        rel = rel_h.transpose(-3, -2).unsqueeze(-1) + rel_w.unsqueeze(-2)  # (.., Hq, Wq, Hk, Wk)
-        return rel.flatten(-4, -3).flatten(-2)
+        return ops.AxisBias(rel_h.transpose(-3, -2).flatten(-3, -2), rel_w.flatten(-3, -2))
 
     def extra_repr(self) -> str:
         return f"query_size={self.query_size}, key_size={self.key_size}, stride={self.stride}"

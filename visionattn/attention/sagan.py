@@ -18,8 +18,12 @@ from visionattn.attention import ops
 class SelfAttention(ops.ZeroInitResidual):
     """``x + gamma * softmax(q k^T) v`` over all ``H * W`` positions; gamma starts at zero."""
 
-    def __init__(self, channels: int, *, reduction: int = 8) -> None:
+    plugin = "sagan"  # the name its errors give, DANet's own in DANet
+
+    def __init__(self, channels: int, *, reduction: int = 8, chunk: int | None = None) -> None:
         super().__init__()
+        ops.check_chunk(self.plugin, chunk)
+        self.chunk = chunk
         inner = max(1, channels // reduction)
         self.query = nn.Conv2d(channels, inner, kernel_size=1)
         self.key = nn.Conv2d(channels, inner, kernel_size=1)
@@ -27,7 +31,7 @@ class SelfAttention(ops.ZeroInitResidual):
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = (_tokens(conv(x)) for conv in (self.query, self.key, self.value))
-        out = ops.attend(q, k, v, scale=1.0)[:, 0]  # (B, N, C)
+        out = ops.attend(q, k, v, scale=1.0, chunk=self.chunk)[:, 0]  # (B, N, C)
         return out.transpose(1, 2).reshape(x.shape)
 
 

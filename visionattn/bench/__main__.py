@@ -13,6 +13,9 @@ Suites (all by default):
   at 1x256x64x64), and criss-cross against non-local at 1x512x97x97 (the CCNet paper's case);
 - ``loop``: Lightning's training loop against a plain PyTorch loop.
 
+``python -m visionattn.bench gpu-check --out DIR`` is apart: the checks only a GPU answers
+(autocast on every plugin, the CCNet memory pair, resnet50 bf16 against timm), see ``gpu_check``.
+
 The report ends with the targets, met or missed. Figures are per run: compare ratios measured
 in the same run, not figures of different runs.
 """
@@ -98,6 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu-check"]:
+        from visionattn.bench import gpu_check
+
+        sys.exit(gpu_check.main(argv[1:]))
     args = parse_args(argv)
     # Imported after parsing, so --help and bad arguments answer at once.
     import torch
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or Path("outputs/bench") / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     repeats = Repeats(args.warmup, args.repeats, args.min_time)
-    command = "python -m visionattn.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m visionattn.bench " + shlex.join(argv)
     started = time.perf_counter()
     results: dict[str, list[dict]] = {}
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from visionattn.bench import targets as targets_
+from visionattn.bench.classes import TOLERANCE, class_rows
 from visionattn.bench.plots import complexity_plot
 from visionattn.bench.tables import machine, markdown_table, pivot, write_csv
 
@@ -51,6 +52,8 @@ COLUMNS = {
         "explicit_train_ms": "explicit fwd+bwd ms",
         "fused_train_peak_mib": "fused peak MiB",
         "explicit_train_peak_mib": "explicit peak MiB",
+        "fused_train_rss_mib": "fused VmHWM growth MiB",
+        "explicit_train_rss_mib": "explicit VmHWM growth MiB",
     },
     "loop": {
         "model": "model",
@@ -62,6 +65,16 @@ COLUMNS = {
         "overhead": "overhead",
     },
     "targets": {"target": "target", "measured": "measured", "limit": "limit", "met": "met"},
+    "classes": {
+        "plugin": "plugin",
+        "channels": "C",
+        "sizes": "H = W",
+        "paper_class": "paper's class",
+        "memory_exponent": "memory ~ N^",
+        "time_exponent": "latency ~ N^",
+        "kernel": "SDPA kernel",
+        "flag": "flag",
+    },
 }
 
 SECTIONS = {
@@ -123,6 +136,19 @@ def _plugin_sections(rows: list[dict], out: Path) -> list[str]:
         "Each plugin as `attn=<name>` configures it; conv plugins as a C -> C, stride-1 conv. "
         "Cells: forward+backward ms / peak MiB above the input; n/a where the plugin cannot take "
         "the size (plugins.csv says why). `plugins.csv` also has the forward-only figures.",
+        "",
+    ]
+    classes = class_rows(rows)
+    write_csv(classes, out / "classes.csv")
+    lines += [
+        "### Memory and time classes",
+        "",
+        "The exponent a of cost ~ N^a (N = H x W) fitted over the grid's sizes, forward+backward, "
+        "beside the paper's class; a plugin more than "
+        f"{TOLERANCE:g} above its class is flagged. Small maps flatten every curve, so a fitted "
+        "exponent is a lower bound.",
+        "",
+        markdown_table(classes, COLUMNS["classes"]),
         "",
     ]
     for channels in dict.fromkeys(r["channels"] for r in rows):

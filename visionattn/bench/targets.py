@@ -96,6 +96,15 @@ def evaluate(results: dict[str, list[dict]]) -> list[Target]:
                     _at_most(1 / 8),
                 )
             )
+            if "fused_train_rss_mib" in ccnet and "explicit_train_rss_mib" in reference:
+                targets.append(
+                    _target(
+                        "ccnet 1x512x97x97 forward+backward: VmHWM growth in a fresh process / "
+                        "non-local's (explicit, all positions)",
+                        ccnet["fused_train_rss_mib"] / reference["explicit_train_rss_mib"],
+                        _at_most(1 / 8),
+                    )
+                )
     for row in results.get("loop", []):
         targets.append(
             _target(

@@ -9,11 +9,13 @@ over a run, and alternating makes the drift fall on both sides alike.
 import contextlib
 import statistics
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from visionattn.attention import ops
+from visionattn.bench.fresh import resident_growth_mib
 from visionattn.bench.models import inference_step, train_step
 from visionattn.bench.peers import MODEL_PEERS, PLUGIN_PEERS
 from visionattn.bench.plugins import Repeats, build_plugin, forward_call, train_call
@@ -110,6 +112,7 @@ def explicit_attend(
     v: torch.Tensor,
     bias: torch.Tensor | None = None,
     scale: float | None = None,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """``softmax(q k^T * scale + bias) v`` written out: the N x M weights are made and kept."""
     logits = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
@@ -152,6 +155,17 @@ def fused_against_explicit(
             fused()
 
     train = alternating({"fused": fused, "explicit": explicit}, device, repeats, rounds)
+    # The operating system's count too, on a CPU (on a GPU the tensors are not resident memory).
+    resident = (
+        {
+            f"{side}_train_rss_mib": resident_growth_mib(
+                name, batch, channels, size, explicit=side == "explicit", **knobs
+            )
+            for side in ("fused", "explicit")
+        }
+        if device.type == "cpu" and Path("/proc/self/status").exists()
+        else {}
+    )
     return {
         "plugin": name,
         "shape": f"{batch}x{channels}x{size}x{size}",
@@ -161,4 +175,5 @@ def fused_against_explicit(
         "explicit_train_ms": train["explicit"],
         "fused_train_peak_mib": peak_call_memory(fused, device) / MIB,
         "explicit_train_peak_mib": peak_call_memory(explicit, device) / MIB,
+        **resident,
     }
