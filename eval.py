@@ -37,9 +37,23 @@ def main(cfg: DictConfig) -> None:
         run_config,
     )
     from visionattn.data import DatasetError
-    from visionattn.report import cost_rows, display_path, percent, print_report, write_json
+    from visionattn.preflight import check_accelerator
+    from visionattn.report import (
+        check_output_path,
+        cost_rows,
+        display_path,
+        percent,
+        print_report,
+        write_json,
+    )
     from visionattn.tasks.task import model_weights
 
+    output = Path(cfg.output or Path(cfg.paths.output_dir) / "eval.json")
+    try:
+        check_output_path(output, cfg.ckpt_path)
+        check_accelerator(cfg.trainer)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     try:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         trained = run_config(checkpoint, cfg.ckpt_path)
@@ -70,7 +84,6 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"error: {e}") from None
     task.load_state_dict(weights)
 
-    output = Path(cfg.output or Path(cfg.paths.output_dir) / "eval.json")
     cost, skipped = CostMonitor(), SkippedImages()
     callbacks = [cost, skipped]
     if cfg.overlays:

@@ -47,6 +47,7 @@ def main(cfg: DictConfig) -> float | None:
     from visionattn.checkpoint_io import AtomicCheckpointIO
     from visionattn.data import DatasetError
     from visionattn.memory_limit import MemoryLimitError, check_memory_limit
+    from visionattn.preflight import check_accelerator, check_epochs
     from visionattn.report import cost_rows, display_path, eval_command, print_report
 
     # Known from the launcher's environment (Lightning's, srun's, torchrun's) before anything runs.
@@ -61,6 +62,11 @@ def main(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     checkpoints = output_dir / "checkpoints"
     config = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        check_accelerator(cfg.trainer)
+        check_epochs(cfg.trainer)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     try:
         ckpt_path = cfg.ckpt_path or resume_path(cfg.resume, checkpoints / "last.ckpt")
         checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None

@@ -51,11 +51,32 @@ class _RunsCode:
         return (os.getpid, ())
 
 
-def test_pickled_code_is_refused(tmp_path):
+@pytest.mark.parametrize(("payload", "name"), [(_RunsCode(), "posix.getpid"), (print, "print")])
+def test_pickled_code_is_refused_naming_the_object_and_never_advising_the_unsafe_load(
+    tmp_path, payload, name
+):
     path = tmp_path / "object.ckpt"
-    torch.save({"state_dict": {}, "payload": _RunsCode()}, path)
-    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*object\.ckpt"):
+    torch.save({"state_dict": {}, "payload": payload}, path)
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(path)
+    message = str(error.value)
+    assert message.startswith(f"refusing checkpoint {path}: it holds a {name} object")
+    assert "weights_only=False" not in message and "\n" not in message
+
+
+def test_a_folder_given_as_checkpoint_lists_the_checkpoints_in_it(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    for name in ("best.ckpt", "last.ckpt"):
+        torch.save({}, tmp_path / "checkpoints" / name)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path)
+    assert str(error.value) == (
+        f"checkpoint {tmp_path} is a folder, not a file; the checkpoints in it: "
+        "checkpoints/best.ckpt, checkpoints/last.ckpt"
+    )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"is a folder, not a file; it holds no \.ckpt file"):
+        load_checkpoint(tmp_path / "empty")
 
 
 def test_only_visionattn_classes_of_the_expected_base_are_built_from_a_checkpoint_config():

@@ -288,3 +288,103 @@ def test_a_default_run_reaches_for_no_server(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb"))
     assert "NETWORK" not in result.stderr, [x for x in result.stderr.splitlines() if "NETWORK" in x]
+
+
+def test_eval_refuses_an_output_that_is_a_file_of_the_run(run, tmp_path):
+    run_dir, _ = run
+    best = run_dir / "checkpoints" / "best.ckpt"
+    for target in (best, run_dir / "checkpoints" / "last.ckpt", run_dir / "config.yaml"):
+        before = target.read_bytes()
+        result = run_script(
+            "eval.py",
+            f"ckpt_path={best}",
+            f"output={target}",
+            f"hydra.run.dir={tmp_path}",
+            tmp=tmp_path,
+        )
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert lines == [
+            f"error: output={target} is an existing file of the run (a checkpoint, config or "
+            "log) and eval would replace it: give a new file, e.g. output=eval.json"
+        ]
+        assert target.read_bytes() == before
+    folder = run_dir / "checkpoints"
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={best}",
+        f"output={folder}",
+        f"hydra.run.dir={tmp_path}",
+        tmp=tmp_path,
+    )
+    assert result.returncode == 1 and "is a folder: give a file" in result.stderr
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_eval_replaces_its_own_earlier_result_in_the_run(run, tmp_path):
+    run_dir, _ = run
+    earlier = run_dir / "eval.json"
+    earlier.write_text(json.dumps({"ckpt_path": "an earlier evaluation"}))
+    best = run_dir / "checkpoints" / "best.ckpt"
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={best}",
+        f"output={earlier}",
+        f"hydra.run.dir={tmp_path}",
+        tmp=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(earlier.read_text())["ckpt_path"] == str(best.absolute())
+    earlier.unlink()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_a_gpu_trainer_without_a_gpu_names_the_one_that_works(tmp_path, script):
+    run_dir = tmp_path / "run"
+    args = ["trainer=gpu", f"hydra.run.dir={run_dir}"]
+    if script == "eval.py":
+        args.append(f"ckpt_path={tmp_path / 'any.ckpt'}")
+    result = run_script(script, *args, tmp=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: trainer.accelerator=gpu needs a CUDA GPU, and this machine has none: use "
+        "trainer=cpu (or trainer=ddp_cpu for several processes), or trainer=default, which "
+        "takes a GPU where there is one"
+    ]
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "eval.json").exists()
+
+
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_a_run_of_no_epochs_is_refused_before_it_starts(tmp_path, epochs):
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py", f"trainer.max_epochs={epochs}", f"hydra.run.dir={run_dir}", tmp=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: trainer.max_epochs must be a whole number of epochs >= 1 (the learning-rate "
+        f"schedule is as long as the run), got {epochs}"
+    ]
+    assert not (run_dir / "config.yaml").exists()
+
+
+def test_too_few_images_for_one_batch_says_what_to_set(tmp_path):
+    result = run_script(
+        "train.py",
+        "experiment=smoke",
+        "data.train_size=24",
+        "data.batch_size=64",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "logger=csv",
+        tmp=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: no full training batch: the training split holds fewer images than "
+        "data.batch_size=64 (the last, partial batch is dropped): lower data.batch_size, or add "
+        "images"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -7,6 +7,7 @@ built from it, so a checkpoint cannot name a function to call.
 """
 
 import inspect
+import pickle
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 
 from visionattn.callbacks.store_config import CONFIG_KEY
+from visionattn.unpickling import refusal_reason
 
 TRUSTED_PREFIX = "visionattn."
 
@@ -28,6 +30,15 @@ class CheckpointError(Exception):
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint to the CPU with ``weights_only=True``, tensors memory-mapped."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.relative_to(path) for p in path.rglob("*.ckpt"))
+        listing = (
+            f"the checkpoints in it: {', '.join(map(str, found[:10]))}"
+            + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+            if found
+            else "it holds no .ckpt file"
+        )
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file; {listing}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
@@ -35,7 +46,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        refused = refusal_reason(e)
+        if refused:
+            raise CheckpointError(f"refusing checkpoint {path}: {refused}") from e
+        if isinstance(e, pickle.UnpicklingError):  # torch's message would advise the unsafe load
+            reason = "not a file of tensors and plain data that torch.save wrote"
+        else:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from e
 
 

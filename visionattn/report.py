@@ -83,3 +83,34 @@ def write_json(path: str | Path, data: Mapping) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+
+
+def check_output_path(output: str | Path, ckpt_path: str | Path) -> None:
+    """Refuse an eval output that would replace a checkpoint or another file of the run that
+    wrote ``ckpt_path`` (its config, logs, metrics): only a JSON that eval wrote may be replaced.
+    Raises ``ValueError`` naming the file and the fix."""
+    output, ckpt = Path(output), Path(ckpt_path)
+    if output.is_dir():
+        raise ValueError(
+            f"output={output} is a folder: give a file, e.g. output={output}/eval.json"
+        )
+    if not output.exists():
+        return
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    owned = output.resolve().is_relative_to(run_dir.resolve())
+    if output.suffix in CHECKPOINT_SUFFIXES or (owned and not _eval_result(output)):
+        raise ValueError(
+            f"output={output} is an existing file of the run (a checkpoint, config or log) and "
+            "eval would replace it: give a new file, e.g. output=eval.json"
+        )
+
+
+def _eval_result(path: Path) -> bool:
+    """Whether ``path`` is a JSON that eval.py wrote (it names the checkpoint it evaluated)."""
+    try:
+        return "ckpt_path" in json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, OSError):
+        return False

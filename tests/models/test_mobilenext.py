@@ -9,13 +9,9 @@ from visionattn import create_model
 from visionattn.models.mobilenetv2 import make_divisible
 from visionattn.models.mobilenext import SandglassBlock
 
-# Param.(M) of the paper's width-multiplier table (and the authors' README)
-PAPER = {"140": 6.1e6, "100": 3.5e6, "075": 2.5e6, "050": 2.1e6, "035": 1.8e6}
-# What the authors' code (mnext.py) builds, counted independently of this package. At 1.4, 1.0
-# and 0.5 it lands within 1.0% of the table; at 0.75 and 0.35 it is 10.6% and 6.3% over. Neither
-# a scaled last block (1280 * w), nor dropping the hidden width's floor, nor its rounding to 16
-# matches all five rows, and the MAdds at 224 px (588, 311, 208, 103, 75M; the table: 590, 300,
-# 210, 110, 80M) show no gap at 0.75, so we keep the authors' code and record the difference.
+# Decided: the reference is the authors' released code (mnext.py), whose counts were taken
+# independently of this package. The paper's table (6.1 / 3.5 / 2.5 / 2.1 / 1.8 M) is printed
+# beside them in the README, not tested: the code is 10.6% over it at 0.75 and 6.3% at 0.35.
 AUTHORS_CODE = {
     "140": 6_126_168,
     "100": 3_535_416,
@@ -23,9 +19,6 @@ AUTHORS_CODE = {
     "050": 2_152_304,
     "035": 1_913_976,
 }
-OFF_THE_TABLE = pytest.mark.xfail(
-    strict=True, reason="the authors' code is 10.6% (0.75) and 6.3% (0.35) over the paper's table"
-)
 
 
 def n_params(model: nn.Module) -> int:
@@ -34,18 +27,7 @@ def n_params(model: nn.Module) -> int:
 
 def test_parameters_are_the_authors_code():
     for width, expected in AUTHORS_CODE.items():
-        count = n_params(create_model(f"mobilenext_{width}"))
-        print(f"MobileNeXt-{width}: {count:,} parameters, paper {PAPER[width] / 1e6}M")
-        assert count == expected, width
-
-
-@pytest.mark.parametrize(
-    "width",
-    ["140", "100", pytest.param("075", marks=OFF_THE_TABLE), "050",
-     pytest.param("035", marks=OFF_THE_TABLE)],
-)  # fmt: skip
-def test_parameters_within_three_percent_of_the_paper(width):
-    assert abs(AUTHORS_CODE[width] - PAPER[width]) / PAPER[width] < 0.03
+        assert n_params(create_model(f"mobilenext_{width}")) == expected, width
 
 
 def test_ca_mobilenext_within_three_percent_of_the_paper():

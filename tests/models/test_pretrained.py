@@ -167,6 +167,14 @@ def test_files_are_read_with_weights_only_and_run_no_code(tmp_path):
     assert not marker.exists()
 
 
+def test_a_pickled_function_is_named_and_the_unsafe_load_never_advised(tmp_path):
+    path = saved(tmp_path, {"conv1.weight": torch.zeros(1), "hook": print})
+    with pytest.raises(PretrainedError) as error:
+        create_model("resnet18", pretrained=path)
+    assert "it holds a print object" in str(error.value)
+    assert "weights_only=False" not in str(error.value)
+
+
 def test_unreadable_and_missing_files_say_so(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_text("not weights")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from visionattn.attention import is_plugin
+from visionattn.unpickling import refusal_reason
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +92,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _reason(error: Exception) -> str:
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    refused = refusal_reason(error)
     if refused:
-        return (
-            f"it holds a {refused.group(1)} object, and files are read with weights_only=True, "
-            "which builds tensors and plain data only: save the model's state_dict() instead"
-        )
+        return f"{refused}: save the model's state_dict() instead"
     if isinstance(error, RuntimeError | OSError) and str(error).strip():
         return str(error).strip().splitlines()[0]
     return "not a file that torch.save or safetensors wrote (truncated, or another format?)"
