@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from timm.layers import to_2tuple
 from torch import nn
 
 from visionattn.measure import MIB, peak_call_memory
@@ -51,19 +52,12 @@ def _autocast_dtype(precision: str | int | None) -> torch.dtype | None:
     return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
 
 
-def _image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = image_size
-    return int(height), int(width)
-
-
 def step_memory(
     model: nn.Module, image_size: int | Sequence[int], precision: str | int | None = None
 ) -> StepMemory:
     """The memory of a training step of ``model`` on RGB images of ``image_size``, by batch."""
     model = copy.deepcopy(model).cpu().train()
-    height, width = _image_shape(image_size)
+    height, width = (int(side) for side in to_2tuple(image_size))
     dtype = _autocast_dtype(precision)
     peaks = []
     for batch in MEASURED_BATCHES:

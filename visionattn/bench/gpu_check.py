@@ -30,7 +30,7 @@ from visionattn.attention import list_attentions
 from visionattn.bench.plugins import build_plugin
 from visionattn.bench.tables import machine, markdown_table, write_csv
 from visionattn.bench.versus import explicit_attention
-from visionattn.measure import MIB, attention_kernels, peak_call_memory, synchronize
+from visionattn.measure import MIB, attention_kernels, peak_call_memory, time_call
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -59,14 +59,9 @@ def _finite(*tensors: torch.Tensor | None) -> bool:
     return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def _median_ms(fn: Callable[[], object], device: torch.device, calls: int = 3) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def _median_ms(fn: Callable[[], object], device: torch.device) -> float:
+    """Three timed calls after the caller's warm-up: the check has minutes for 58 cases."""
+    return time_call(fn, device, warmup=0, repeats=3, min_time_s=0).median_ms
 
 
 def check_plugin(name: str, dtype: str, shape: list[int], device: torch.device) -> dict:
@@ -172,12 +167,7 @@ def training_steps(steps: int, batch: int, image_size: int, device: torch.device
         losses, times = [], []
         for _ in range(steps):
             start = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = nn.functional.cross_entropy(model(images), labels)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())  # synchronises
+            losses.append(_one_step(model, optimizer, images, labels).item())  # synchronises
             times.append(time.perf_counter() - start)
         warm = times[len(times) // 5 :] or times  # the first fifth: cuDNN's autotuning
         step_ms = statistics.median(warm) * 1e3
@@ -207,12 +197,14 @@ def training_steps(steps: int, batch: int, image_size: int, device: torch.device
     return rows
 
 
-def _one_step(model, optimizer, images, labels) -> None:
+def _one_step(model, optimizer, images, labels) -> torch.Tensor:
+    """One SGD step under bf16 autocast; the loss, detached."""
     with torch.autocast(images.device.type, dtype=torch.bfloat16):
         loss = nn.functional.cross_entropy(model(images), labels)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 def main(argv: list[str] | None = None) -> int:
