@@ -13,6 +13,7 @@ from visionattn.measure import (
     count_parameters,
     peak_call_memory,
     peak_memory_mb,
+    reset_peak_memory,
     time_call,
 )
 
@@ -56,6 +57,20 @@ def test_cpu_peak_memory_is_the_process_peak_resident_set():
     after = peak_memory_mb(cpu)
     del block
     assert 90 < after - before < 130
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resets VmHWM via /proc")
+def test_cpu_peak_memory_resets_so_one_process_runs_can_be_compared():
+    # A multirun trains its jobs one after another in one process: a later, smaller model must
+    # not report the peak of an earlier, larger one.
+    cpu = torch.device("cpu")
+    block = torch.ones(200 * 2**20 // 4)
+    high = peak_memory_mb(cpu)
+    del block
+    reset_peak_memory(cpu)
+    low = peak_memory_mb(cpu)
+    assert high - low > 150
+    assert abs(low - _status_mib("VmRSS:")) < 20
 
 
 def test_flops_count_the_multiply_accumulates_of_conv_plugins():

@@ -5,8 +5,9 @@
   matmuls and convolutions (``scaled_dot_product_attention`` and torchvision's deformable
   convolution included); element-wise ops, softmax and normalisation are not counted;
 - peak memory of a run, in MiB: on a CUDA device ``torch.cuda.max_memory_allocated`` since the
-  last reset, else the process's peak resident set (``VmHWM``; ``ru_maxrss`` where there is no
-  /proc);
+  last reset, else the process's peak resident set (``VmHWM``, reset through
+  ``/proc/self/clear_refs`` so the runs of one multirun process do not inherit each other's peak;
+  ``ru_maxrss``, never reset, where there is no /proc);
 - peak memory of one call (the benchmark's): the most bytes PyTorch's allocator held above what it
   held when the call began, so inputs and weights already allocated are not counted; on CUDA from
   the allocator's own peak, on a CPU from the profiler's allocation events, the same definition;
@@ -84,9 +85,14 @@ def synchronize(device: torch.device) -> None:
 
 
 def reset_peak_memory(device: torch.device) -> None:
-    """Start a new CUDA peak; a process's peak resident set cannot be reset."""
+    """Start a new peak: CUDA's allocator peak, or the process's peak resident set (Linux)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # "5" sets VmHWM to the current resident set (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # no /proc or not allowed: the peak stays the process's own
 
 
 def peak_memory_mb(device: torch.device) -> float:

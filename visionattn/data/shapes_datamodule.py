@@ -17,6 +17,7 @@ class ShapesDataModule(ImageDataModule):
         val_size: validation images.
         seed: fixes every image; the loaders' shuffle uses it too.
         cache: keep rendered samples in memory (see :class:`ShapesDataset`).
+        scene: ``"plain"`` or ``"hard"`` (see :data:`visionattn.data.shapes.SCENES`).
         batch_size, num_workers, mean, std, loader: see :class:`ImageDataModule` (``loader``:
             pin_memory, persistent_workers, prefetch_factor).
     """
@@ -29,6 +30,7 @@ class ShapesDataModule(ImageDataModule):
         val_size: int = 2000,
         seed: int = 0,
         cache: bool = True,
+        scene: str = "plain",
         batch_size: int = 64,
         num_workers: int = 0,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
@@ -38,6 +40,7 @@ class ShapesDataModule(ImageDataModule):
         super().__init__(batch_size, num_workers, seed, mean, std, **loader)
         self.image_size, self.num_classes = image_size, num_classes
         self.train_size, self.val_size, self.cache = train_size, val_size, cache
+        self.scene = scene
 
     def setup(self, stage: str | None = None) -> None:
         kwargs = dict(
@@ -45,6 +48,7 @@ class ShapesDataModule(ImageDataModule):
             num_classes=self.num_classes,
             seed=self.seed,
             cache=self.cache,
+            scene=self.scene,
         )
         self.train_set = ShapesDataset("train", self.train_size, transform=self.normalize, **kwargs)
         self.val_set = ShapesDataset("val", self.val_size, transform=self.normalize, **kwargs)

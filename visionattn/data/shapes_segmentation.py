@@ -24,6 +24,7 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
         val_size: validation images.
         seed: fixes every image; the loaders' shuffle uses it too.
         cache: keep rendered samples in memory (see :class:`ShapesDataset`).
+        scene: ``"plain"`` or ``"hard"`` (see :data:`visionattn.data.shapes.SCENES`).
         scale_range: the random rescale's ratios of ``image_size``.
         batch_size, num_workers, mean, std, loader: see :class:`SegmentationDataModule`.
     """
@@ -36,6 +37,7 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
         val_size: int = 128,
         seed: int = 0,
         cache: bool = True,
+        scene: str = "plain",
         batch_size: int = 16,
         num_workers: int = 0,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
@@ -64,6 +66,7 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
         self.class_names = ["background", *SHAPES[: num_classes - 1]]
         self.palette = voc_palette(num_classes)
         self.train_size, self.val_size, self.cache = train_size, val_size, cache
+        self.scene = scene
 
     def dataset(self, split: str, transform: Callable) -> Dataset:
         return ShapesDataset(
@@ -74,4 +77,5 @@ class ShapesSegmentationDataModule(SegmentationDataModule):
             seed=self.seed,
             transform=transform,
             cache=self.cache,
+            scene=self.scene,
         )
