@@ -14,6 +14,7 @@
 - latency: the median wall time of repeated calls after warm-up calls, CUDA synchronised.
 """
 
+import contextlib
 import math
 import resource
 import statistics
@@ -89,10 +90,10 @@ def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
-    try:  # "5" sets VmHWM to the current resident set (Linux >= 4.0)
+    # "5" sets VmHWM to the current resident set (Linux >= 4.0); where /proc is missing or
+    # not writable the peak stays the process's own.
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # no /proc or not allowed: the peak stays the process's own
 
 
 def peak_memory_mb(device: torch.device) -> float:

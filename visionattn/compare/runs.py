@@ -172,7 +172,7 @@ def read_log(path: Path) -> list[dict[str, str]]:
                         f"{file}: line {line} has {len(values)} of {len(header)} columns "
                         "(cut short?)"
                     )
-                rows.append(dict(zip(header, values)))
+                rows.append(dict(zip(header, values, strict=True)))
     return rows
 
 
