@@ -32,11 +32,12 @@ def eval_command(ckpt_path: str | Path, ema: bool = False) -> str:
     return command + " ema=true" if ema else command
 
 
-def _si(value: float, unit: str) -> str:
+def si(value: float, unit: str = "") -> str:
+    """``2801450`` -> ``2.80 M``: a count with its SI prefix."""
     for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
             return f"{value / factor:.2f} {prefix}{unit}"
-    return f"{value:.0f} {unit}"
+    return f"{value:.0f} {unit}".rstrip()
 
 
 def cost_rows(
@@ -53,9 +54,9 @@ def cost_rows(
             ("peak memory", f"{cost['peak_memory_mb']:.0f} MiB"),
         ]
     if params is not None:
-        rows.append(("parameters", _si(params, "")))
+        rows.append(("parameters", si(params)))
     if flops is not None:
-        rows.append(("FLOPs", f"{_si(flops, 'FLOPs')} an image (forward)"))
+        rows.append(("FLOPs", f"{si(flops, 'FLOPs')} an image (forward)"))
     return rows
 
 

@@ -161,6 +161,10 @@ def read_log(path: Path) -> list[dict[str, str]]:
         raise RunError(f"{path / 'csv'}: no metrics.csv (the run stopped before its first step?)")
     rows = []
     for file in files:
+        text = file.read_text()
+        if text and not text.endswith("\n"):
+            line = text.count("\n") + 1
+            raise RunError(f"{file}: line {line} ends without a newline (cut short?)")
         with open(file, newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)

@@ -39,7 +39,7 @@ def summarize(values: Sequence[float]) -> Summary:
     if n < 2:
         return Summary(n, mean, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1))
-    half = stats.t.ppf((1 + CONFIDENCE) / 2, n - 1) * std / math.sqrt(n)
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * std / math.sqrt(n)
     return Summary(n, mean, std, mean - half, mean + half)
 
 
@@ -55,7 +55,7 @@ def difference(plugin: Mapping[int, float], baseline: Mapping[int, float]) -> Di
     if len(a) < 2 or len(b) < 2:
         return Difference(diff, math.nan, math.nan, math.nan, "")
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
+    se = float(math.sqrt(va + vb))
     # Welch-Satterthwaite degrees of freedom
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else math.inf
     return _t_result(diff, se, dof, "Welch t")
@@ -65,6 +65,6 @@ def _t_result(diff: float, se: float, dof: float, test: str) -> Difference:
     if se == 0:  # identical differences: no spread to test against
         p = 1.0 if diff == 0 else 0.0
         return Difference(diff, diff, diff, p, test)
-    half = stats.t.ppf((1 + CONFIDENCE) / 2, dof) * se
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, dof) * se)
     p = float(2 * stats.t.sf(abs(diff) / se, dof))
     return Difference(diff, diff - half, diff + half, p, test)
