@@ -73,6 +73,21 @@ def test_cpu_peak_memory_resets_so_one_process_runs_can_be_compared():
     assert abs(low - _status_mib("VmRSS:")) < 20
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resets VmHWM via /proc")
+def test_cpu_peak_memory_reset_leaves_out_the_pages_an_earlier_run_freed():
+    # Small blocks come from the heap, which keeps freed pages where a survivor sits above them:
+    # without handing them back, each job of a multirun started a little higher (971, 1010,
+    # 1052 MiB for three identical runs).
+    cpu = torch.device("cpu")
+    blocks = [torch.ones(16 * 1024) for _ in range(4000)]  # 64 KiB each, 250 MiB
+    survivors = blocks[::50]
+    del blocks
+    held = _status_mib("VmRSS:")
+    reset_peak_memory(cpu)
+    assert held - peak_memory_mb(cpu) > 150, "the freed pages still count"
+    assert len(survivors) == 80
+
+
 def test_flops_count_the_multiply_accumulates_of_conv_plugins():
     from visionattn.attention import create_attention
 

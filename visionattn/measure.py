@@ -6,8 +6,9 @@
   convolution included); element-wise ops, softmax and normalisation are not counted;
 - peak memory of a run, in MiB: on a CUDA device ``torch.cuda.max_memory_allocated`` since the
   last reset, else the process's peak resident set (``VmHWM``, reset through
-  ``/proc/self/clear_refs`` so the runs of one multirun process do not inherit each other's peak;
-  ``ru_maxrss``, never reset, where there is no /proc);
+  ``/proc/self/clear_refs`` after a collection and ``malloc_trim``, so the runs of one multirun
+  process inherit neither each other's peak nor the pages they freed; ``ru_maxrss``, never reset,
+  where there is no /proc);
 - peak memory of one call (the benchmark's): the most bytes PyTorch's allocator held above what it
   held when the call began, so inputs and weights already allocated are not counted; on CUDA from
   the allocator's own peak, on a CPU from the profiler's allocation events, the same definition;
@@ -15,6 +16,8 @@
 """
 
 import contextlib
+import ctypes
+import gc
 import math
 import resource
 import statistics
@@ -90,10 +93,20 @@ def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    # What an earlier run of the process freed must not count: collect it and hand the heap's
+    # free pages back to the OS, so the resident set is what is alive now.
+    gc.collect()
+    _malloc_trim()
     # "5" sets VmHWM to the current resident set (Linux >= 4.0); where /proc is missing or
     # not writable the peak stays the process's own.
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
+
+
+def _malloc_trim() -> None:
+    # glibc only; other C libraries (musl, macOS) have no malloc_trim and keep their pages.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def peak_memory_mb(device: torch.device) -> float:
