@@ -2,6 +2,7 @@
 table logged to wandb (offline)."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -65,12 +66,16 @@ def test_the_table_is_logged_to_wandb(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [run_file] = (tmp_path / "wandb_dir").glob("wandb/offline-run-*/run-*.wandb")
     records = read_wandb_records(run_file)
-    logged = {
-        item.key: item.value_json
-        for r in records
-        if r.HasField("history")
-        for item in r.history.item
-    }
-    assert '"_type": "table-file"' in logged["leaderboard"]
-    assert '"nrows": 2' in logged["leaderboard"]
-    assert '"_type": "image-file"' in logged["acc1_vs_flops"]
+    # wandb writes a logged object either as one JSON value or, field by field, under nested keys
+    logged: dict[str, dict] = {}
+    for r in records:
+        if r.HasField("history"):
+            for item in r.history.item:
+                if item.nested_key:
+                    top, *field = item.nested_key
+                    logged.setdefault(top, {})[".".join(field)] = json.loads(item.value_json)
+                else:
+                    logged[item.key] = json.loads(item.value_json)
+    assert logged["leaderboard"]["_type"] == "table-file"
+    assert logged["leaderboard"]["nrows"] == 2
+    assert logged["acc1_vs_flops"]["_type"] == "image-file"
