@@ -25,6 +25,18 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="pkg://visionattn.configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    from visionattn.run_record import accept_record, discard_attempt
+
+    run_dir = Path(cfg.paths.output_dir)
+    try:
+        evaluate(cfg)
+    except BaseException:
+        discard_attempt(run_dir, run_dir / f"{cfg.task_name}.log")
+        raise
+    accept_record(run_dir)
+
+
+def evaluate(cfg: DictConfig) -> None:
     # Imported here so that a mistyped option fails at once, before torch loads.
     import lightning as L
     from hydra.utils import instantiate
@@ -37,7 +49,7 @@ def main(cfg: DictConfig) -> None:
         run_config,
     )
     from visionattn.data import DatasetError
-    from visionattn.preflight import check_accelerator
+    from visionattn.preflight import check_accelerator, check_eval_size
     from visionattn.report import (
         check_output_path,
         cost_rows,
@@ -64,6 +76,7 @@ def main(cfg: DictConfig) -> None:
                 "task.ema.decay (ema=true needs a run with task.ema.decay > 0)"
             )
         moved = {key: value for key, value in cfg.data.items() if value is not None}
+        check_eval_size(trained, moved.get("image_size"))
         data_config = OmegaConf.to_container(OmegaConf.merge(trained["data"], moved))
         datamodule = instantiate_trusted(data_config, L.LightningDataModule)
         # What the datamodule saved of itself, the class list among it: labels map as in training.
@@ -80,7 +93,7 @@ def main(cfg: DictConfig) -> None:
                 raise SystemExit("error: inference.* applies to segmentation checkpoints only")
             task_config["inference"] = {**task_config["inference"], **inference}
         task = instantiate_trusted(task_config, L.LightningModule)
-    except CheckpointError as e:
+    except (CheckpointError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     task.load_state_dict(weights)
 
@@ -132,4 +145,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from visionattn.config_errors import run_main
+
+    run_main(main, "eval")

@@ -18,6 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="pkg://visionattn.configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from visionattn.run_record import discard_attempt
+
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        return train(cfg, output_dir)
+    except BaseException:
+        # Refused or failed before it was accepted: Hydra's record of the attempt goes.
+        discard_attempt(output_dir, output_dir / f"{cfg.task_name}.log")
+        raise
+
+
+def train(cfg: DictConfig, output_dir: Path) -> float | None:
     # Imported here so that a mistyped option fails at once, before torch loads.
     import lightning as L
     from hydra.utils import instantiate
@@ -47,8 +59,16 @@ def main(cfg: DictConfig) -> float | None:
     from visionattn.checkpoint_io import AtomicCheckpointIO
     from visionattn.data import DatasetError
     from visionattn.memory_limit import MemoryLimitError, check_memory_limit
-    from visionattn.preflight import check_accelerator, check_epochs
+    from visionattn.preflight import (
+        built,
+        check_accelerator,
+        check_epochs,
+        check_groups_used,
+        check_missing,
+        effective_precision,
+    )
     from visionattn.report import cost_rows, display_path, eval_command, print_report
+    from visionattn.run_record import accept_record
 
     # Known from the launcher's environment (Lightning's, srun's, torchrun's) before anything runs.
     rank_zero = rank_zero_only.rank == 0
@@ -59,14 +79,28 @@ def main(cfg: DictConfig) -> float | None:
                     named.removeHandler(handler)
                     handler.close()
 
-    output_dir = Path(cfg.paths.output_dir)
     checkpoints = output_dir / "checkpoints"
-    config = OmegaConf.to_container(cfg, resolve=True)
+    choices = HydraConfig.get().runtime.choices
+    # Everything that can be checked is, before any logger, trainer or file of the run starts.
     try:
+        check_missing(cfg)
         check_accelerator(cfg.trainer)
         check_epochs(cfg.trainer)
-    except ValueError as e:
+        check_groups_used(choices, choices["task"])
+        # The model's initialisation, the same on every rank; ResumeState seeds each rank's own
+        # stream once the ranks exist.
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = built("data", cfg.data)
+        datamodule.check()
+        if cfg.data.get("num_classes", 0) is None:  # found in the data: the tree, the index
+            cfg.data.num_classes = datamodule.num_classes
+        cfg.trainer.precision = effective_precision(
+            cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto")
+        )
+        task = built("task", cfg.task)
+    except (ValueError, DatasetError) as e:
         raise SystemExit(f"error: {e}") from None
+    config = OmegaConf.to_container(cfg, resolve=True)
     try:
         ckpt_path = cfg.ckpt_path or resume_path(cfg.resume, checkpoints / "last.ckpt")
         checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
@@ -84,11 +118,6 @@ def main(cfg: DictConfig) -> float | None:
         if run_id:
             logger_args["wandb"] = {"id": run_id, "resume": "allow"}
 
-    # The model's initialisation, the same on every rank; ResumeState seeds each rank's own
-    # stream once the ranks exist.
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    task = instantiate(cfg.task)
     if cfg.get("memory_limit_mb") is not None:
         try:
             check_memory_limit(
@@ -126,6 +155,7 @@ def main(cfg: DictConfig) -> float | None:
             raise SystemExit(f"error: {e}") from None
     # Only a run that passed every check leaves its config in the run directory and the loggers.
     if rank_zero:
+        accept_record(output_dir)
         OmegaConf.save(config, output_dir / "config.yaml")
     for logger in loggers:
         logger.log_hyperparams(config)
@@ -159,6 +189,7 @@ def main(cfg: DictConfig) -> float | None:
     rows = [
         *task.summary_rows(task.summary(metrics), best, monitor),
         *cost_rows(cost.train_summary, cost.params, cost.flops),
+        ("precision", str(trainer.precision)),
         ("wall time", f"{minutes} min {seconds} s (training and validation)"),
         *skipped.rows(),
         ("run dir", display_path(output_dir)),
@@ -172,7 +203,6 @@ def main(cfg: DictConfig) -> float | None:
         import wandb
 
         wandb.finish()
-    choices = HydraConfig.get().runtime.choices
     title = f"{choices['model']} + {choices['attn']}"
     if "head" in choices:
         title += f" ({choices['head']} head)"
@@ -184,4 +214,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from visionattn.config_errors import run_main
+
+    run_main(main, "train")

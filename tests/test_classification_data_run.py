@@ -30,7 +30,7 @@ def imagefolder_run(tmp_path_factory):
     make_imagefolder(tmp / "data", per_class=16)
     run_dir = tmp / "run"
     result = run_script(
-        "train.py", "data=imagefolder", f"data.root={tmp / 'data'}", "data.num_classes=3",
+        "train.py", "data=imagefolder", f"data.root={tmp / 'data'}",  # the classes are found
         *SMALL, f"hydra.run.dir={run_dir}", tmp=tmp,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -38,6 +38,8 @@ def imagefolder_run(tmp_path_factory):
 
 
 def test_an_imagefolder_tree_trains(imagefolder_run):
+    config = (imagefolder_run / "config.yaml").read_text()
+    assert "num_classes: 3" in config  # found in the tree, recorded for eval.py
     rows = read_metrics(imagefolder_run)
     acc1 = column(rows, "val/acc1")
     assert len(acc1) == 5 and max(acc1) > 1 / 3 + 0.4  # three classes

@@ -168,3 +168,58 @@ def test_loader_settings_reach_the_dataloader(tmp_path):
     loader = data.train_dataloader()
     assert (loader.num_workers, loader.pin_memory, loader.persistent_workers) == (1, True, False)
     assert loader.prefetch_factor == 3 and loader.drop_last
+
+
+def test_workers_are_capped_by_the_cpus_the_process_may_use(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert make_data(tmp_path, num_workers=4).num_workers == 2  # the config's 4 on 2 CPUs
+    assert make_data(tmp_path, num_workers=1).num_workers == 1  # fewer: as configured
+    with pytest.raises(ValueError, match=r"data.num_workers must be a whole number >= 0, got -1"):
+        make_data(tmp_path, num_workers=-1)
+
+
+@pytest.mark.parametrize("key", ["batch_size", "image_size"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_sizes_below_one_are_refused_naming_the_key(tmp_path, key, value):
+    with pytest.raises(ValueError, match=rf"data.{key} must be a whole number >= 1, got {value}"):
+        make_data(tmp_path, **{key: value})
+
+
+def test_check_finds_the_classes_and_refuses_fewer_images_than_a_batch(tmp_path):
+    make_imagefolder(tmp_path, per_class=2)  # 6 training images
+    data = make_data(tmp_path, batch_size=4)
+    data.check()
+    assert data.num_classes == 3 and len(data.train_set) == 6
+    with pytest.raises(DatasetError, match=r"no full training batch.*data.batch_size=8"):
+        make_data(tmp_path, batch_size=8).check()
+
+
+def test_images_much_smaller_than_the_crop_get_one_hint(tmp_path, caplog):
+    make_imagefolder(tmp_path, size=16)
+    data = make_data(tmp_path, image_size=64)
+    with caplog.at_level("WARNING", logger="visionattn.data.imagefolder"):
+        data.setup("fit")
+        data.setup("fit")  # the trainer builds the splits again: still one hint
+    hints = [r.getMessage() for r in caplog.records if "much smaller" in r.getMessage()]
+    assert hints == [
+        f"the images in {tmp_path / 'train'} are about 16 px, much smaller than "
+        "data.image_size=64: each is upsampled, at 16 times the compute of its own size; "
+        "data.image_size=16 trains on them as they are"
+    ]
+    caplog.clear()
+    make_data(tmp_path, image_size=24).setup("fit")  # 16 px at 24: near enough, no hint
+    assert not [r for r in caplog.records if "much smaller" in r.getMessage()]
+
+
+def test_an_empty_class_folder_is_named_in_a_warning(tmp_path, caplog):
+    make_imagefolder(tmp_path)
+    (tmp_path / "train" / "yak").mkdir()
+    with caplog.at_level("WARNING", logger="visionattn.data.imagefolder"):
+        data = make_data(tmp_path)
+        data.setup("fit")
+    assert data.num_classes == 4
+    [warning] = [r.getMessage() for r in caplog.records if "without images" in r.getMessage()]
+    assert warning == (
+        f"{tmp_path / 'train'}: 1 class folder without images (yak): the model learns a class "
+        "it never sees"
+    )

@@ -19,7 +19,7 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
-from visionattn.data.datamodule import ImageDataModule
+from visionattn.data.datamodule import ImageDataModule, positive
 from visionattn.data.download import DatasetError
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,8 @@ class ClassificationDataModule(ImageDataModule):
         **loader: Any,
     ) -> None:
         super().__init__(batch_size, num_workers, seed, mean, std, **loader)
-        self.image_size, self.strict, self.expected_classes = image_size, strict, num_classes
+        self.image_size = positive("data.image_size", image_size)
+        self.strict, self.expected_classes = strict, num_classes
         self.train_transform = train_transform(
             image_size, augment or {}, crop_padding, interpolation, mean, std
         )

@@ -1,6 +1,7 @@
 """What every dataset's LightningDataModule shares: loaders, a shuffle that a resumed run repeats
 from the batch it stopped at, and validation that sees each image once on any number of ranks."""
 
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -10,6 +11,33 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
+
+from visionattn.data.download import DatasetError
+
+
+def positive(key: str, value: object, minimum: int = 1) -> int:
+    """``value`` as a config's whole number >= ``minimum``; a ValueError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity: a SLURM or container share, not the
+    machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def no_full_batch(batch_size: int | None) -> DatasetError:
+    """The error of a training split smaller than one batch (its partial batch is dropped)."""
+    return DatasetError(
+        f"no full training batch: the training split holds fewer images than "
+        f"data.batch_size={batch_size} (the last, partial batch is dropped): lower "
+        "data.batch_size, or add images"
+    )
 
 
 class _EpochSampler(DistributedSampler):
@@ -52,7 +80,9 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         batch_size: per device.
-        num_workers: loader processes per device; 0 loads in the training process.
+        num_workers: loader processes per device, at most one a CPU the process may use (more
+            only compete with the training process, and PyTorch warns that they may freeze);
+            0 loads in the training process.
         seed: the training order's, and the loader workers' random streams (augmentation).
         mean, std: normalisation.
         pin_memory: page-locked batches for faster copies to the GPU; None: where CUDA is.
@@ -80,7 +110,9 @@ class ImageDataModule(L.LightningDataModule):
         prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.batch_size = positive("data.batch_size", batch_size)
+        self.num_workers = min(positive("data.num_workers", num_workers, minimum=0), cpus())
+        self.seed = seed
         self.mean, self.std = tuple(mean), tuple(std)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
@@ -90,6 +122,17 @@ class ImageDataModule(L.LightningDataModule):
         self.normalize = v2.Compose(
             [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
         )
+
+    def check(self) -> None:
+        """Everything about the data that can fail, done before any logger, trainer or file of
+        the run starts: the files are there and readable, the classes found. A DatasetError
+        names what is wrong. The trainer builds the splits again, on every rank."""
+        if getattr(self, "download", False):
+            return  # the trainer downloads once a node, in prepare_data
+        self.prepare_data()
+        self.setup("fit")
+        if len(self.train_set) < self.batch_size:  # type: ignore[arg-type]
+            raise no_full_batch(self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
         world_size, rank = (

@@ -21,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from visionattn.data.datamodule import ImageDataModule
+from visionattn.data.datamodule import ImageDataModule, positive
 from visionattn.data.download import DatasetError
 
 IGNORE_INDEX = 255
@@ -273,6 +273,8 @@ class SegmentationDataModule(ImageDataModule):
                 f"data.num_classes={num_classes}, but {type(self).__name__} has "
                 f"{self.num_classes} classes; set data.num_classes={self.num_classes}"
             )
+        for side in _pair(image_size):
+            positive("data.image_size", side)
         crop = _pair(image_size)
         self.image_size, self.test_size = image_size, test_size
         self.base_size = _pair(base_size) if base_size is not None else (max(crop), min(crop))

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
-from visionattn.data.datamodule import ImageDataModule
+from visionattn.data.datamodule import ImageDataModule, positive
 from visionattn.data.shapes import SHAPES, ShapesDataset
 
 
@@ -38,7 +38,8 @@ class ShapesDataModule(ImageDataModule):
         **loader: Any,
     ) -> None:
         super().__init__(batch_size, num_workers, seed, mean, std, **loader)
-        self.image_size, self.num_classes = image_size, num_classes
+        self.image_size = positive("data.image_size", image_size)
+        self.num_classes = num_classes
         self.train_size, self.val_size, self.cache = train_size, val_size, cache
         self.scene = scene
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
-from visionattn.data.download import DatasetError
+from visionattn.data.datamodule import no_full_batch
 from visionattn.report import percent
 
 EMA_PREFIX = "model_ema.module."
@@ -113,12 +113,7 @@ class Task(L.LightningModule):
         # run early (max_steps) and resuming it replays the same learning rates.
         self.trainer.estimated_stepping_batches  # noqa: B018 - loads the train loader to count it
         if self.trainer.num_training_batches == 0:
-            batch_size = getattr(self.trainer.train_dataloader, "batch_size", None)
-            raise DatasetError(
-                f"no full training batch: the training split holds fewer images than "
-                f"data.batch_size={batch_size} (the last, partial batch is dropped): lower "
-                "data.batch_size, or add images"
-            )
+            raise no_full_batch(getattr(self.trainer.train_dataloader, "batch_size", None))
         updates_per_epoch = math.ceil(
             self.trainer.num_training_batches / self.trainer.accumulate_grad_batches
         )
