@@ -41,7 +41,7 @@ def run_script(
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
-        cwd=tmp,  # a run without hydra.run.dir lands in tmp/outputs, never in the checkout
+        cwd=ROOT,
         env=script_env(tmp),
         capture_output=True,
         text=True,

@@ -126,14 +126,6 @@ def test_an_unknown_option_lists_the_valid_ones():
         compose_config(["attn=sse"])
 
 
-def test_the_entry_point_refuses_an_unknown_option_before_any_work(tmp_path):
-    result = run_script("train.py", "attn=sse", f"hydra.run.dir={tmp_path / 'run'}", tmp=tmp_path)
-    assert result.returncode != 0
-    assert "Could not find 'attn/sse'" in result.stderr
-    assert "Available options in 'attn'" in result.stderr and "\tse" in result.stderr
-    assert not (tmp_path / "run").exists()
-
-
 def test_eval_config_needs_only_a_checkpoint():
     cfg = compose_config(["ckpt_path=x.ckpt", "paths.output_dir=/tmp/x"], name="eval")
     assert cfg.ckpt_path == "x.ckpt" and cfg.output is None
