@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import visionattn
-from tests.helpers import CONFIGS, compose_config, run_script
+from tests.helpers import CONFIGS, compose_config
 from visionattn.data import ClassificationDataModule
 from visionattn.segmentation.heads import get_head
 
