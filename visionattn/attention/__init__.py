@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from visionattn.attention.knobs import check_knobs
 from visionattn.attention.placement import Placement
 
 KINDS = ("gate", "context", "conv")
@@ -77,7 +78,8 @@ def create_attention(name: str, channels: int, **kwargs) -> nn.Module:
     """Build plugin ``name`` for a feature map of ``channels`` channels, outside any backbone.
 
     Plugins that need the feature size take ``feat_size=(H, W)``; conv plugins take
-    ``out_channels`` and ``stride``.
+    ``out_channels`` and ``stride``. Only what the class checks itself is checked here; the
+    checks of a config's knobs (``attn.<knob>``) are :func:`attention_factory`'s.
     """
     return get_attention(name)(channels, **kwargs)
 
@@ -149,7 +151,8 @@ def attention_factory(attn: "str | dict | AttentionSpec | None") -> AttentionSpe
     """Turn ``attn`` (a name, a config dict with ``name``, the placement keys ``stages`` and
     ``blocks`` and the plugin's knobs, or None) into an :class:`AttentionSpec`.
 
-    Unknown names and bad placements fail here, when the model is built.
+    Unknown names, bad placements and bad knobs (:mod:`visionattn.attention.knobs`) fail here,
+    when the model is built.
     """
     if isinstance(attn, AttentionSpec):
         return attn
@@ -164,4 +167,5 @@ def attention_factory(attn: "str | dict | AttentionSpec | None") -> AttentionSpe
     placement = Placement(
         stages=kwargs.pop("stages", placement.stages), blocks=kwargs.pop("blocks", placement.blocks)
     )
+    check_knobs(name, cls, kwargs)
     return AttentionSpec(name, cls, kwargs, placement)
