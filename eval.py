@@ -146,5 +146,7 @@ def evaluate(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from visionattn.config_errors import run_main
+    from visionattn.console import quiet_console
 
+    quiet_console()
     run_main(main, "eval")

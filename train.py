@@ -215,5 +215,7 @@ def train(cfg: DictConfig, output_dir: Path) -> float | None:
 
 if __name__ == "__main__":
     from visionattn.config_errors import run_main
+    from visionattn.console import quiet_console
 
+    quiet_console()
     run_main(main, "train")

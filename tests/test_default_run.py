@@ -10,3 +10,7 @@ def test_the_default_run_reaches_90_percent(tmp_path):
     accuracy = column(read_metrics(run_dir), "val/acc1")
     assert max(accuracy) >= 0.90, accuracy
     assert "resnet18_half + se on shapes" in result.stdout
+    # nothing on the console that a user cannot act on
+    console = result.stdout + result.stderr
+    for noise in ("litlogger", "LeafSpec", "anonymous", "v_num", "train/loss_step"):
+        assert noise not in console, noise

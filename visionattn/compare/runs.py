@@ -28,7 +28,8 @@ NOT_RECIPE = (
     "paths",
     "logger",
     "callbacks.model_checkpoint.dirpath",
-    "callbacks.rich_progress_bar",
+    "callbacks.progress_bar",
+    "callbacks.rich_progress_bar",  # its name in runs before the compact bar
     "trainer.default_root_dir",
     # The task's copies of the top-level groups (interpolations, resolved): the group says it.
     "task.model",
