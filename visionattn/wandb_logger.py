@@ -1,5 +1,4 @@
-"""Lightning's WandbLogger without the ``anonymous`` argument it always passes to ``wandb.init``
-(None unless set), which wandb warns about on every run as a deprecated setting."""
+"""Lightning's WandbLogger without the init argument wandb deprecated."""
 
 from typing import Any
 
@@ -7,9 +6,12 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 
 
 class WandbLogger(_LightningWandbLogger):
-    """:class:`lightning.pytorch.loggers.WandbLogger`, the same arguments but ``anonymous``."""
+    """:class:`lightning.pytorch.loggers.WandbLogger`, less ``anonymous``: Lightning always passes
+    ``anonymous`` to ``wandb.init`` (None unless asked), and wandb (0.31 here) warns at every run
+    that the setting has no effect. Its other arguments are Lightning's."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("anonymous", None)
         super().__init__(*args, **kwargs)
-        if self._wandb_init.get("anonymous") is None:
-            del self._wandb_init["anonymous"]
+        # Lightning 2.6 keeps wandb.init's arguments here, until the run starts on first use.
+        self._wandb_init.pop("anonymous", None)

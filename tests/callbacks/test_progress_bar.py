@@ -1,46 +1,50 @@
+import io
 from types import SimpleNamespace
 
+import pytest
 import torch
+from rich.console import Console
+from rich.progress import Progress, TextColumn
 
-from tests.helpers import compose_config
 from visionattn.callbacks import CompactProgressBar
 
+CLASSIFICATION = {
+    "train/loss": torch.tensor(0.51234),
+    "train/loss_step": torch.tensor(0.51234),
+    "train/loss_epoch": torch.tensor(0.70456),
+    "train/lr": torch.tensor(6e-5),
+    "val/acc1": torch.tensor(0.68359),
+    "val/acc5": torch.tensor(1.0),
+    "val/loss": torch.tensor(0.66812),
+}
 
-def metrics_shown(logged: dict[str, float]) -> dict[str, str]:
-    trainer = SimpleNamespace(callback_metrics={k: torch.tensor(v) for k, v in logged.items()})
+
+def metrics(logged: dict) -> dict:
+    trainer = SimpleNamespace(callback_metrics=logged, loggers=[])
     return CompactProgressBar().get_metrics(trainer, None)
 
 
-def test_only_the_loss_and_the_score_are_shown_rounded():
-    logged = {
-        "train/loss_step": 0.51234,
-        "train/loss_epoch": 0.6,
-        "train/lr": 0.001,
-        "val/acc1": 0.97051,
-        "val/acc5": 0.9995,
-        "val/loss": 0.3,
-    }
-    shown = metrics_shown(logged)
-    assert shown == {"loss": "0.512", "acc1": "0.971"}
-    line = " ".join(f"{k}: {v}" for k, v in shown.items())
-    assert len(line) < 30  # beside the bar's own 50 columns, within 80
-    assert metrics_shown({"train/loss_step": 1.0, "val/miou": 0.5}) == {
-        "loss": "1.000",
-        "miou": "0.500",
-    }
-    assert metrics_shown({}) == {}  # before the first step
+def test_classification_shows_the_loss_and_acc1_rounded():
+    assert metrics(CLASSIFICATION) == {"loss": 0.512, "acc1": 0.684}
 
 
-def test_the_default_callbacks_build_it():
-    cfg = compose_config(["paths.output_dir=/tmp/x"])
-    assert cfg.callbacks.progress_bar._target_ == "visionattn.callbacks.CompactProgressBar"
+def test_segmentation_shows_miou():
+    logged = {"train/loss": torch.tensor(1.23456), "val/miou": torch.tensor(0.4321), "v_num": 3}
+    assert metrics(logged) == {"loss": 1.235, "miou": 0.432}
 
 
-def test_the_wandb_logger_passes_no_anonymous_setting(tmp_path, monkeypatch):
-    from hydra.utils import instantiate
+def test_before_validation_only_the_loss():
+    assert metrics({"train/loss_step": torch.tensor(2.0)}) == {"loss": 2.0}
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = compose_config([f"paths.output_dir={tmp_path}", "logger=wandb"])
-    logger = instantiate(cfg.logger.wandb)
-    assert "anonymous" not in logger._wandb_init
-    assert logger._wandb_init["project"] == cfg.logger.wandb.project
+
+@pytest.mark.parametrize("batches", [32, 157, 2502])
+def test_the_bar_fits_one_line_of_80_columns(batches):
+    bar = CompactProgressBar()
+    out = io.StringIO()
+    bar._console = console = Console(file=out, width=80)
+    text = " ".join(f"{k}: {v:.3f}" for k, v in metrics(CLASSIFICATION).items())
+    progress = Progress(*bar.configure_columns(None), TextColumn(text), console=console)
+    progress.add_task("Epoch 19/19", total=batches, completed=batches)
+    console.print(progress.make_tasks_table(progress.tasks))
+    assert out.getvalue().count("\n") == 1, out.getvalue()
+    assert "acc1: 0.684" in out.getvalue()

@@ -101,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from visionattn.console import quiet_console
+
+    quiet_console()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["gpu-check"]:
         from visionattn.bench import gpu_check
