@@ -25,14 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="pkg://visionattn.configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from visionattn.run_record import accept_record, discard_attempt
+    from visionattn.run_record import accept_record, attempt
 
     run_dir = Path(cfg.paths.output_dir)
-    try:
+    with attempt(run_dir, run_dir / f"{cfg.task_name}.log"):
         evaluate(cfg)
-    except BaseException:
-        discard_attempt(run_dir, run_dir / f"{cfg.task_name}.log")
-        raise
     accept_record(run_dir)
 
 

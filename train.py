@@ -18,15 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="pkg://visionattn.configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from visionattn.run_record import discard_attempt
+    from visionattn.run_record import attempt
 
     output_dir = Path(cfg.paths.output_dir)
-    try:
+    with attempt(output_dir, output_dir / f"{cfg.task_name}.log"):
         return train(cfg, output_dir)
-    except BaseException:
-        # Refused or failed before it was accepted: Hydra's record of the attempt goes.
-        discard_attempt(output_dir, output_dir / f"{cfg.task_name}.log")
-        raise
 
 
 def train(cfg: DictConfig, output_dir: Path) -> float | None:

@@ -3,7 +3,7 @@ the run starts, so that a refusal costs nothing and leaves nothing behind."""
 
 import inspect
 import re
-from collections.abc import Container, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -35,10 +35,9 @@ def check_epochs(trainer: Mapping) -> None:
         )
 
 
-def check_missing(cfg: DictConfig, found_later: Container[str] = ()) -> None:
-    """Refuse a mandatory value (``???``) that is still unset, naming every one of them, except
-    those in ``found_later`` (read from the data, such as an image folder's class count)."""
-    missing = [key for key in _missing_keys(cfg) if key not in found_later]
+def check_missing(cfg: DictConfig) -> None:
+    """Refuse a mandatory value (``???``) that is still unset, naming every one of them."""
+    missing = _missing_keys(cfg)
     if missing:
         listed = " ".join(f"{key}=..." for key in missing)
         raise ValueError(f"{', '.join(missing)} must be set (??? in the config): pass {listed}")

@@ -10,6 +10,8 @@ the refused attempt was all it held.
 """
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 RECORD = ".hydra"
@@ -38,3 +40,14 @@ def discard_attempt(run_dir: Path, log_file: Path | None = None) -> None:
     for folder in (run_dir / RECORD, run_dir):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+@contextmanager
+def attempt(run_dir: Path, log_file: Path) -> Iterator[None]:
+    """Around an entry point's work: a refusal or failure before :func:`accept_record` leaves
+    nothing of the attempt behind."""
+    try:
+        yield
+    except BaseException:
+        discard_attempt(run_dir, log_file)
+        raise
