@@ -14,7 +14,7 @@ from visionattn.attention import create_attention, ops
 from visionattn.bench.__main__ import main
 from visionattn.bench.loop import _loader, lightning_loop, plain_loop
 from visionattn.bench.plugins import build_plugin
-from visionattn.bench.targets import evaluate
+from visionattn.bench.targets import evaluate, isa_authors_gflops
 from visionattn.bench.versus import explicit_attend, explicit_attention
 from visionattn.measure import attention_kernels, count_flops, count_parameters
 from visionattn.models import create_model
@@ -177,6 +177,7 @@ def test_targets_are_judged_on_the_right_side_of_their_limits():
              "fused_train_peak_mib": 120},
             {"plugin": "nonlocal", "shape": "1x512x97x97", "settings": "sub_sample=False",
              "explicit_train_peak_mib": 1000},
+            {"plugin": "issa", "shape": "1x512x128x128", "settings": "", "gflops": 47.0},
         ],
         "loop": [{"model": "m", "batch": 8, "image_size": 224, "overhead": 0.031}],
     }  # fmt: skip
@@ -190,5 +191,22 @@ def test_targets_are_judged_on_the_right_side_of_their_limits():
         ("nonlocal", True),  # latency 9 / 10
         ("ccnet", False),  # 17.4 GFLOPs > 16.5 + 5%
         ("ccnet", True),  # 120 / 1000 <= 1/8
+        ("issa", False),  # 47.0 GFLOPs > 42.4 + 10%
         ("Lightning", False),  # 3.1% > 3%
     ]
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_issa_costs_what_its_authors_count_for_the_same_layers(size):
+    """The bench's ISA target compares against this count: q, k, v of both steps
+    (2 x N x C x (2 C/2 + C) multiply-adds each) and the two sparse attentions (groups of N / 64
+    positions, then blocks of 64), never the dense N x N one."""
+    channels = 32
+    module = create_attention("issa", channels, down_factor=(8, 8), reduction=2)
+    n = size * size
+    long_range = 64 * (n // 64) ** 2 * (16 + 32)  # 64 groups, QK^T and AV
+    short_range = (n // 64) * 64**2 * (16 + 32)
+    projections = 2 * n * channels * (16 + 16 + 32)
+    by_hand = 2 * (projections + long_range + short_range)
+    assert by_hand == isa_authors_gflops(size, channels, 16, 32, 8) * 1e9
+    assert count_flops(module, torch.randn(1, channels, size, size)) == by_hand

@@ -10,7 +10,8 @@ Suites (all by default):
 - ``peers``: our resnet50, mobilenetv2_100 and SE-ResNet-50 against timm's and torchvision's, and
   our se, eca, cbam, gc, nonlocal, sk, coordatt and halo against timm's modules;
 - ``attention``: fused attention against the explicit softmax(QK^T)V of the same block (nonlocal
-  at 1x256x64x64), and criss-cross against non-local at 1x512x97x97 (the CCNet paper's case);
+  at 1x256x64x64), criss-cross against non-local at 1x512x97x97 (the CCNet paper's case) and
+  ISSA at 1x512x128x128 (the ISA paper's);
 - ``loop``: Lightning's training loop against a plain PyTorch loop.
 
 ``python -m visionattn.bench gpu-check --out DIR`` is apart: the checks only a GPU answers
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
             versus.fused_against_explicit(
                 "nonlocal", 1, 512, 97, device, repeats, args.rounds, sub_sample=False
             ),
+            # the ISA paper's efficiency setting
+            versus.fused_against_explicit("issa", 1, 512, 128, device, repeats, args.rounds),
         ]
         print("attention done")
     if "loop" in args.suites:

@@ -6,6 +6,24 @@ from dataclasses import dataclass
 
 # The CCNet paper's cost of RCCA (R = 2) on a 1 x 512 x 97 x 97 map, and its memory claim.
 CCNET_PAPER_GFLOPS = 16.5
+# The ISA paper's efficiency setting: a 512 x 128 x 128 map (after its 3x3 conv from 2048
+# channels), blocks of 8 x 8, keys of C / 2 channels, values of C.
+ISA_PAPER_SHAPE = "1x512x128x128"
+
+
+def isa_authors_gflops(
+    size: int = 128, channels: int = 512, keys: int = 256, values: int = 512, block: int = 8
+) -> float:
+    """The ISA authors' count of the layers our plugin has: both steps' q, k, v projections and
+    their two attentions. Their module also has an output projection after each step and a 1x1
+    conv fusing [x, context] (their total, 386 GFLOPs, counts those and the 2048 -> 512 3x3 conv
+    before the module); ours adds ``gamma`` times the context to its input instead."""
+    positions = size * size
+    projections = 2 * 2 * positions * channels * (2 * keys + values)
+    groups, group = (size // block) ** 2, block * block
+    # long range: P^2 groups of N / P^2 positions; short range: N / P^2 blocks of P^2
+    attention = 2 * (keys + values) * (group * groups**2 + groups * group**2)
+    return (projections + attention) / 1e9
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,18 @@ def evaluate(results: dict[str, list[dict]]) -> list[Target]:
                         _at_most(1 / 8),
                     )
                 )
+    issa = attention.get(("issa", ISA_PAPER_SHAPE, ""))
+    if issa:
+        authors = isa_authors_gflops()
+        low, high = 0.9 * authors, 1.1 * authors
+        targets.append(
+            _target(
+                f"issa (8x8 blocks) {ISA_PAPER_SHAPE}: GFLOPs (the ISA authors' count of the "
+                f"same layers: {authors:.1f})",
+                issa["gflops"],
+                (f"{low:.1f} to {high:.1f}", lambda value: low <= value <= high),
+            )
+        )
     for row in results.get("loop", []):
         targets.append(
             _target(
