@@ -42,10 +42,11 @@ def test_every_plugin_runs_forward_and_backward_under_both_autocast_dtypes(check
     assert kernels["se"] == "-" and kernels["nonlocal"] in ("flash", "math")
 
 
-def test_the_memory_pair_puts_rcca_below_the_explicit_non_local(checked):
+def test_the_memory_pair_puts_rcca_and_issa_below_the_explicit_non_local(checked):
     out, _ = checked
-    ccnet, explicit, fused = _rows(out / "pair.csv")
+    ccnet, explicit, fused, issa = _rows(out / "pair.csv")
     assert ccnet["side"].startswith("ccnet") and "explicit" in explicit["side"]
+    assert issa["side"].startswith("issa") and float(issa["peak_over_explicit_nonlocal"]) < 1
     assert float(explicit["peak_over_explicit_nonlocal"]) == 1.0
     ratio = float(ccnet["train_peak_mib"]) / float(explicit["train_peak_mib"])
     assert float(ccnet["peak_over_explicit_nonlocal"]) == pytest.approx(ratio)

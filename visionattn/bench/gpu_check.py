@@ -5,7 +5,8 @@ short run (under 8 minutes on one H100 at the defaults).
    (2 x 512 x 96 x 96: a 768 px crop at output stride 8): finite output and gradients, the
    attention kernel that ran, the allocator's peak.
 2. The CCNet paper's memory pair at 1 x 512 x 97 x 97, fp32: RCCA (R = 2) against the explicit
-   non-local block over all positions (the paper: 1/11), and the fused non-local beside them.
+   non-local block over all positions (the paper: 1/11), with ISSA (the other sparse
+   factorisation, 8 x 8 blocks) and the fused non-local beside them.
 3. 50 training steps of resnet50, bf16 autocast, channels_last, SGD, on one fixed batch: ours
    against timm's, images a second and peak memory; both losses must fall.
 
@@ -112,6 +113,7 @@ def memory_pair(size: int, channels: int, device: torch.device) -> list[dict]:
         ("ccnet (RCCA, R=2)", "ccnet", {}, False),
         ("nonlocal, all positions, explicit", "nonlocal", {"sub_sample": False}, True),
         ("nonlocal, all positions, fused", "nonlocal", {"sub_sample": False}, False),
+        ("issa (ISA, 8x8 blocks)", "issa", {}, False),
     ):
         module = build_plugin(name, channels, size, size, **knobs).to(device).train()
 
@@ -224,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             row = plugins[-1]
             print(f"{name} {dtype}: {'ok' if row['ok'] else 'FAILED ' + row['note']}", flush=True)
     pair = memory_pair(args.pair_size, args.pair_channels, device)
-    print(f"ccnet / explicit non-local peak: {pair[0]['peak_over_explicit_nonlocal']:.3f}")
+    for row in pair[0], pair[3]:
+        print(f"{row['side']} / explicit non-local peak: {row['peak_over_explicit_nonlocal']:.3f}")
     training = training_steps(args.steps, args.model_batch, args.image_size, device)
     print(f"resnet50 bf16 channels_last, ours / timm's img/s: {training[0]['img_s_over_timm']:.3f}")
     elapsed = time.perf_counter() - started
@@ -269,7 +272,7 @@ def _report(plugins, pair, training, failed, elapsed: float, device: torch.devic
             },
         ),
         "",
-        "## RCCA against non-local (fp32; the CCNet paper: 1/11)",
+        "## RCCA and ISSA against non-local, forward+backward (fp32; the CCNet paper: 1/11)",
         "",
         markdown_table(
             pair,
