@@ -1,3 +1,4 @@
+import sys
 import time
 from pathlib import Path
 
@@ -116,6 +117,21 @@ def test_call_memory_is_the_allocators_peak_above_what_was_held_before():
 
     # 8 MiB, and the few bytes of the two sums' scalars.
     assert 8 * MIB <= peak_call_memory(call, cpu) < 8 * MIB + 1024
+
+
+def test_the_profiler_says_nothing_on_stderr_and_the_call_still_does(capfd):
+    """Kineto writes `USDT: ... profiler_start` (and without a GPU an ERROR line) to fd 2 each time
+    the CPU memory or kernel figures start and stop it; the call's own output must still show."""
+
+    def call():
+        print("the call's own line", file=sys.stderr)
+        return torch.ones(16).sum()
+
+    peak_call_memory(call, torch.device("cpu"))
+    attention_kernels(call)
+    err = capfd.readouterr().err
+    assert err.count("the call's own line") == 2
+    assert "USDT" not in err and "profiler_st" not in err and "gpuGetDeviceCount" not in err
 
 
 def test_call_memory_sees_a_fused_attention_kernel_save_the_n_by_n_matrix():

@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import gc
 import math
+import os
 import resource
 import statistics
 import sys
@@ -134,7 +135,7 @@ def peak_call_memory(fn: Callable[[], object], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - held
     # PyTorch keeps no peak for CPU tensors; the profiler records every allocation (+bytes) and
     # free (-bytes). Its raw events keep them apart; prof.events() folds them into the ops.
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _profiling(profile_memory=True) as prof:
         fn()
     events = [
         e
@@ -148,6 +149,40 @@ def peak_call_memory(fn: Callable[[], object], device: torch.device) -> int:
     return peak
 
 
+@contextlib.contextmanager
+def _profiling(**options):
+    """The CPU profiler around the measured call. Its C++ side writes lines of its own to stderr
+    as it starts and stops (USDT and, without a GPU, an ERROR about the device count) that say
+    nothing about the measurement: stderr is closed for the start and the stop only, never for
+    the call itself."""
+    prof = profile(activities=[ProfilerActivity.CPU], **options)
+    with _stderr_closed():
+        prof.start()
+    try:
+        yield prof
+    finally:
+        with _stderr_closed():
+            prof.stop()
+
+
+@contextlib.contextmanager
+def _stderr_closed():
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to close
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def attention_kernels(fn: Callable[[], object]) -> list[str]:
     """The ``scaled_dot_product_attention`` kernels ``fn()`` ran (``flash``, ``efficient``,
     ``cudnn``, ``math``), forward and backward, with ``chunked`` for the math kernel run on query
@@ -155,7 +190,7 @@ def attention_kernels(fn: Callable[[], object]) -> list[str]:
     fallback."""
     from visionattn.attention.ops import CHUNKED
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _profiling() as prof:
         fn()
     events = prof.profiler.kineto_results.events()
     chunks = [(e.start_ns(), e.start_ns() + e.duration_ns()) for e in events if e.name() == CHUNKED]
