@@ -110,6 +110,9 @@ def train(cfg: DictConfig, output_dir: Path) -> float | None:
         # wandb's process-wide telemetry follows WANDB_MODE, not the logger's mode: keep them in
         # step, or an offline run still posts telemetry to wandb's server.
         os.environ["WANDB_MODE"] = cfg.logger.wandb.mode
+        # wandb's own end-of-run history and summary (30 lines) would repeat the report printed
+        # under them; WANDB_QUIET=false brings them back.
+        os.environ.setdefault("WANDB_QUIET", "true")
         run_id = saved_wandb_run_id(checkpoint) if checkpoint else None
         if run_id:
             logger_args["wandb"] = {"id": run_id, "resume": "allow"}
@@ -198,6 +201,11 @@ def train(cfg: DictConfig, output_dir: Path) -> float | None:
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
+        if wandb.run is not None and wandb.run.settings.mode == "offline":  # rank 0's run
+            footer += [
+                "Upload its wandb run with:",
+                f"  wandb sync {display_path(wandb.run.settings.sync_dir)}",
+            ]
         wandb.finish()
     title = f"{choices['model']} + {choices['attn']}"
     if "head" in choices:

@@ -12,5 +12,8 @@ def test_the_default_run_reaches_90_percent(tmp_path):
     assert "resnet18_half + se on shapes" in result.stdout
     # nothing on the console that a user cannot act on
     console = result.stdout + result.stderr
-    for noise in ("litlogger", "LeafSpec", "anonymous", "v_num"):
+    for noise in ("litlogger", "LeafSpec", "anonymous", "v_num", "Run history", "Run summary"):
         assert noise not in console, noise
+    # wandb's quiet mode drops its own footer; the report says how to upload the offline run
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert f"wandb sync {offline_run}" in result.stdout
